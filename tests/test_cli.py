@@ -1,0 +1,86 @@
+"""The `llmstart` command end to end, as a user runs it (a subprocess, the installed console script)."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import llmstart
+
+LLMSTART = shutil.which("llmstart") or pytest.fail("the llmstart console script is not installed")
+
+
+def run(*args, **kw):
+    return subprocess.run([LLMSTART, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_help_lists_commands_with_one_line_each():
+    r = run("--help")
+    assert r.returncode == 0
+    assert "usage: llmstart" in r.stdout and "--version" in r.stdout
+    lines = [l for l in r.stdout.splitlines() if l.startswith("  data ")]
+    assert len(lines) == 1 and "JSON line" in lines[0]
+
+
+def test_no_command_prints_help():
+    r = run()
+    assert r.returncode == 0 and "commands:" in r.stdout
+
+
+def test_version():
+    r = run("--version")
+    assert (r.returncode, r.stdout.strip()) == (0, f"llmstart {llmstart.__version__}")
+
+
+def test_unknown_command_suggests():
+    r = run("dat", "x")
+    assert r.returncode == 2
+    assert "unknown command 'dat'; did you mean 'data'?" in r.stderr
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from llmstart.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\nprint('TORCH', 'torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip().endswith("TORCH False"), r.stdout[-200:] + r.stderr[-500:]
+
+
+def test_data_command_summarises_snli(shared):
+    r = run("data", str(shared("snli_dev.jsonl")))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["rows"] == 9842 and out["kind"] == "classification" and out["skipped"] == 0
+    assert out["labels"] == {"entailment": 3329, "neutral": 3235, "contradiction": 3278}
+    assert out["text_columns"] == ["premise", "hypothesis"]
+
+
+def test_data_command_on_corpus_sample():
+    r = run("data", "sample:corpus")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["kind"] == "corpus" and out["rows"] == 300
+
+
+def test_data_command_bad_file_fails_with_the_line(tmp_path):
+    f = tmp_path / "train.jsonl"
+    f.write_text('{"text": "good", "label": "pos"}\n{"text": "bad", "label": }\n{"text": "fine", "label": "neg"}\n')
+    r = run("data", str(f))
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"llmstart data: error: {f}, line 2: broken JSON")
+    assert "Traceback" not in r.stderr
+    r = run("data", str(f), "--skip_bad", "true")
+    assert r.returncode == 0
+    out = json.loads(r.stdout)
+    assert (out["rows"], out["skipped"]) == (2, 1)
+    assert out["labels"] == {"neg": 1, "pos": 1}
+
+
+def test_data_command_help_has_one_line_per_option():
+    r = run("data", "--help")
+    assert r.returncode == 0
+    for opt in ("--kind", "--split", "--text_columns", "--labels", "--skip_bad"):
+        assert opt in r.stdout
+
+
+def test_data_command_missing_file():
+    r = run("data", "no/such/file.jsonl")
+    assert r.returncode == 1 and "no such file" in r.stderr
