@@ -1,14 +1,12 @@
 """The `llmstart` command end to end, as a user runs it (a subprocess, the installed console script)."""
 import json
-import shutil
 import subprocess
 import sys
 
-import pytest
-
 import llmstart
+from conftest import llmstart_exe
 
-LLMSTART = shutil.which("llmstart") or pytest.fail("the llmstart console script is not installed")
+LLMSTART = llmstart_exe()
 
 
 def run(*args, **kw):
