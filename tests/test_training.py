@@ -1,0 +1,145 @@
+"""Chapter 2: resume after SIGKILL, precision from the hardware, the recipe's optimizer and schedule."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from llmstart import training as T
+
+JOB = Path(__file__).parent / "jobs" / "train_lm.py"
+
+
+def start(out, corpus, **kw):
+    args = [sys.executable, str(JOB), str(out), str(corpus)] + [f"--{k}={v}" for k, v in kw.items()]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1]), err
+
+
+def test_killed_run_resumes_with_the_same_command(tmp_path, shared):
+    corpus = shared("wikitext2_valid.txt")
+    reference = start(tmp_path / "reference", corpus)
+    # the same job, killed with SIGKILL as soon as its first checkpoint exists
+    victim = start(tmp_path / "victim", corpus)
+    last = tmp_path / "victim" / "checkpoints" / "last.ckpt"
+    t0 = time.time()
+    while not last.exists():
+        assert victim.poll() is None, "the job ended before writing a checkpoint"
+        assert time.time() - t0 < 300, "no checkpoint after 5 minutes"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    saved_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert 20 <= saved_step < 120
+    resumed, err = result(start(tmp_path / "victim", corpus))   # the same command again
+    assert f"resuming from {last} at step {saved_step}" in err
+    ref, _ = result(reference)
+    assert resumed["global_step"] == ref["global_step"] == 120
+    # same seed, same data position: the resumed run ends where the uninterrupted one does
+    assert abs(resumed["val_loss"] - ref["val_loss"]) < 0.01, (resumed, ref)
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((9, 0), "bf16-mixed"),   # H100 / H200
+    ((8, 0), "bf16-mixed"),   # A100
+    ((8, 6), "bf16-mixed"),   # RTX 30xx, A10
+    ((7, 5), "16-mixed"),     # T4 (Colab's free GPU)
+    ((7, 0), "16-mixed"),     # V100
+    ((6, 0), "16-mixed"),     # P100
+])
+def test_precision_follows_the_gpu(capability, expected):
+    with mock.patch("torch.cuda.is_available", return_value=True), \
+         mock.patch("torch.cuda.get_device_capability", return_value=capability):
+        assert T.choose_precision() == expected
+        assert T.choose_precision("gpu") == expected
+        assert T.choose_precision("cpu") == "32-true"
+
+
+def test_precision_on_cpu_and_override(tmp_path):
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        assert T.choose_precision() == "32-true"
+        assert T.make_trainer(tmp_path, max_steps=1, progress_bar=False, logger=False).precision == "32-true"
+    assert T.make_trainer(tmp_path, max_steps=1, precision="bf16-mixed", accelerator="cpu", progress_bar=False,
+                          logger=False).precision == "bf16-mixed"
+
+
+class Tiny(T.Recipe):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 1))
+
+    def forward_loss(self, batch):
+        x, y = batch
+        return {"loss": nn.functional.mse_loss(self.net(x), y), "n": len(x)}
+
+
+def loader(n=64, bs=8):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=bs)
+
+
+def test_weight_decay_groups():
+    groups = T.param_groups(Tiny(), 0.1)
+    assert [p.shape for p in groups[0]["params"]] == [torch.Size([8, 4]), torch.Size([1, 8])]
+    assert all(p.ndim == 1 for p in groups[1]["params"]) and len(groups[1]["params"]) == 4  # 2 biases, LayerNorm w + b
+    assert groups[1]["weight_decay"] == 0.0
+
+
+def test_schedule_accumulation_and_clipping(tmp_path):
+    L.seed_everything(0, verbose=False)
+    model = Tiny(lr=0.1, warmup=2, schedule="linear")
+    lrs, norms = [], []
+
+    class Watch(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            lrs.append(optimizer.param_groups[0]["lr"])
+
+        def on_before_zero_grad(self, trainer, pl_module, optimizer):  # after the step: the gradients it used
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            if grads: norms.append(float(torch.nn.utils.get_total_norm(grads)))
+
+    trainer = T.make_trainer(tmp_path, max_epochs=2, accumulate_grad_batches=2, gradient_clip_val=0.5, monitor=None,
+                             logger=False, progress_bar=False, callbacks=[Watch()], enable_model_summary=False)
+    trainer.fit(model, loader())
+    # 8 batches an epoch, accumulated in pairs: 4 optimizer steps an epoch, 8 in all
+    assert trainer.global_step == 8 and len(lrs) == 8
+    assert lrs[:3] == pytest.approx([0.0, 0.05, 0.1]) and lrs[-1] == pytest.approx(0.1 / 6)  # warmup 2, linear to 0 at 8
+    assert len(norms) >= 7 and max(norms) <= 0.5 + 1e-5 and max(norms) > 0.49   # clipped to 0.5, and clipping happened
+
+
+def test_fit_needs_a_finite_run_for_the_schedule(tmp_path):
+    class Endless(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            while True: yield torch.randn(4), torch.randn(1)
+    trainer = T.make_trainer(tmp_path, max_epochs=1, monitor=None, logger=False, progress_bar=False)
+    with pytest.raises(ValueError, match="set the trainer's max_steps"):
+        trainer.fit(Tiny(), torch.utils.data.DataLoader(Endless(), batch_size=4))
+
+
+def test_loggers_are_csv_without_wandb(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    loggers = T.make_loggers(tmp_path, "x")
+    try:
+        import wandb  # noqa: F401
+        assert len(loggers) == 2
+    except ImportError:
+        assert [type(l).__name__ for l in loggers] == ["CSVLogger"]
+        with pytest.raises(ImportError, match="pip install wandb"):
+            T.make_loggers(tmp_path, "x", kind="wandb")
+    with pytest.raises(ValueError, match="logger must be"):
+        T.make_loggers(tmp_path, "x", kind="tensorboard")
