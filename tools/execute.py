@@ -3,9 +3,10 @@
 
     python tools/execute.py nbs/00_data.ipynb [more.ipynb ...]
 
-Runs offline at the tiny scale unless the environment says otherwise; stops at the first error.
+Runs offline at the tiny scale unless the environment says otherwise; stops at the first error. Like `nbdev_test`, it
+skips cells marked `#| eval: false`, and cells flagged `#| gpu` when there is no GPU.
 """
-import os, subprocess, sys, time
+import os, re, subprocess, sys, time
 from pathlib import Path
 
 for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}.items(): os.environ.setdefault(k, v)
@@ -17,7 +18,10 @@ if __name__ == "__main__":
     for path in paths:
         os.chdir(path.parent)
         nb, t0 = read_nb(path), time.perf_counter()
-        CaptureShell(path).run_all(nb, exc_stop=True)
+        import torch
+        skip_flags = "eval:\\s*false" + ("" if torch.cuda.is_available() else "|gpu")
+        skip = lambda cell: cell.cell_type == "code" and re.search(rf"^#\|\s*({skip_flags})\s*$", cell.source, re.M)
+        CaptureShell(path).run_all(nb, exc_stop=True, preproc=skip)
         write_nb(nb, path)
         print(f"{path.name}: ran in {time.perf_counter() - t0:.1f} s")
     subprocess.run([str(Path(sys.executable).parent / "nbdev_clean")], check=True, cwd=paths[0].parent)
