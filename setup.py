@@ -40,7 +40,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_namespace_packages(include=['llmstart', 'llmstart.*']),  # samples/ holds data only
     include_package_data=True,
-    package_data={'llmstart': ['samples/*']},
+    package_data={'llmstart': ['samples/*', 'configs/*.yaml']},
     install_requires=requirements,
     extras_require={'notebooks': notebook_requirements, 'dev': dev_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
