@@ -183,7 +183,7 @@ def quantize_int8(model: nn.Module, calibration=None, smooth: float = 0.8, backe
     'torch.ao' (the default, fastest on CPUs): every `nn.Linear` to int8 weights (per output channel, symmetric) with
     activations quantized on the fly (`Int8Linear`), every `nn.Embedding` to 8-bit rows. With `calibration` batches, the
     linear layers are first smoothed (SmoothQuant): input channel j is divided by
-    $s_j = \max|x_j|^{\alpha} / \max|W_{:,j}|^{1-\alpha}$ and the weight's column j multiplied by it, with $\alpha$ = `smooth`.
+    s_j = max|x_j|^alpha / max|W[:, j]|^(1 - alpha) and the weight's column j multiplied by it, with alpha = `smooth`.
     'torchao': torchao's `quantize_` with int8 per-token dynamic activations and int8 weights on the linear layers.
 
     Args:

@@ -42,3 +42,30 @@ def llmstart_exe() -> str:
     found = str(here) if here.exists() else shutil.which("llmstart")
     if not found: pytest.fail("the llmstart console script is not installed (pip install -e .)")
     return found
+
+
+def write_snli_parts(path, tmp, parts: dict, seed: int = 0) -> None:
+    """Write slices of the real SNLI sample as JSON lines with label names, as users' files have them:
+    `parts` maps a file stem to a `range` of rows of the sample shuffled with `seed`."""
+    import json
+    from llmstart.data import load_classification
+    ds = load_classification(path).shuffle(seed=seed)
+    names = ds.features["label"].names
+    for stem, rows in parts.items():
+        lines = [{"premise": r["premise"], "hypothesis": r["hypothesis"], "label": names[r["label"]]} for r in ds.select(rows)]
+        (Path(tmp) / f"{stem}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def finetune_minilm(train_file, out_dir, epochs: int = 1, lr: float = 2e-4):
+    "all-MiniLM-L6-v2 fine-tuned on `train_file` (seed 0) and saved as the bundle `out_dir`/model."
+    import lightning as L
+    from llmstart.data import ClassificationDataModule, minilm_path
+    from llmstart.finetuning import SequenceClassifier
+    from llmstart.training import fit, make_trainer
+    L.seed_everything(0, verbose=False)
+    labels = ["entailment", "neutral", "contradiction"]
+    data = ClassificationDataModule(str(train_file), None, tokenizer=minilm_path(), labels=labels, batch_size=32)
+    model = SequenceClassifier(minilm_path(), labels=labels, lr=lr, warmup=0.1)
+    fit(make_trainer(Path(out_dir) / "run", max_epochs=epochs, logger=False, progress_bar=False, monitor=None,
+                     limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False), model, data, resume=False)
+    return model.save_bundle(Path(out_dir) / "model", data.tokenizer)

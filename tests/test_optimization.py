@@ -2,34 +2,23 @@
 import json
 import subprocess
 
-import lightning as L
 import pytest
 import torch
 
 from llmstart import optimization as OPT
-from llmstart.data import ClassificationDataModule, load_classification, minilm_path
-from llmstart.finetuning import SequenceClassifier, load_classifier, predict
-from llmstart.training import fit, make_trainer
-from conftest import llmstart_exe
+from llmstart.data import load_classification
+from llmstart.finetuning import load_classifier, predict
+from conftest import finetune_minilm, llmstart_exe, write_snli_parts
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
 
 @pytest.fixture(scope="module")
 def nli(shared, tmp_path_factory):
-    """MiniLM fine-tuned on 1,000 real SNLI pairs for two epochs, and 300 held-out pairs (files with label names)."""
+    """MiniLM fine-tuned on 1,000 real SNLI pairs for two epochs (`teacher`), and 300 held-out pairs."""
     tmp = tmp_path_factory.mktemp("opt")
-    ds = load_classification(shared("snli_dev.jsonl")).shuffle(seed=0)
-    names = ds.features["label"].names
-    for name, part in [("train", ds.select(range(1000))), ("test", ds.select(range(1000, 1300)))]:
-        rows = [{"premise": r["premise"], "hypothesis": r["hypothesis"], "label": names[r["label"]]} for r in part]
-        (tmp / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    L.seed_everything(0, verbose=False)
-    data = ClassificationDataModule(str(tmp / "train.jsonl"), None, tokenizer=minilm_path(), labels=LABELS, batch_size=32)
-    model = SequenceClassifier(minilm_path(), labels=LABELS, lr=2e-4, warmup=0.1)
-    fit(make_trainer(tmp / "run", max_epochs=2, logger=False, progress_bar=False, monitor=None, limit_val_batches=0,
-                     num_sanity_val_steps=0, enable_model_summary=False), model, data, resume=False)
-    model.save_bundle(tmp / "teacher", data.tokenizer)
+    write_snli_parts(shared("snli_dev.jsonl"), tmp, {"train": range(1000), "test": range(1000, 1300)})
+    finetune_minilm(tmp / "train.jsonl", tmp, epochs=2).rename(tmp / "teacher")
     return tmp
 
 
