@@ -10,6 +10,7 @@ from conftest import ROOT
 
 NBS = ROOT / "nbs"
 NOTEBOOKS = sorted(p for p in NBS.glob("*.ipynb"))
+GUIDES = sorted(p for p in (NBS / "guides").glob("*.ipynb"))
 
 
 def settings():
@@ -60,9 +61,24 @@ def test_every_export_is_documented_and_demonstrated():
 
 
 def test_sidebar_lists_every_notebook_once_in_order():
+    "Chapters in file-name order after the home page, then the guide pages (nbs/guides), each listed once."
     listed = re.findall(r"^\s*- (?:\w+: )?([\w./-]+\.ipynb)\s*$", (NBS / "sidebar.yml").read_text(), re.M)
-    assert sorted(listed) == sorted(p.name for p in NOTEBOOKS)
-    assert listed[0] == "index.ipynb" and listed[1:] == sorted(listed[1:])
+    chapters = [l for l in listed if "/" not in l]
+    guides = [l for l in listed if l.startswith("guides/")]
+    assert len(listed) == len(chapters) + len(guides) == len(set(listed))
+    assert sorted(chapters) == sorted(p.name for p in NOTEBOOKS)
+    assert chapters[0] == "index.ipynb" and chapters[1:] == sorted(chapters[1:])
+    assert sorted(guides) == sorted(f"guides/{p.name}" for p in GUIDES)
+    assert listed.index(guides[0]) > listed.index(chapters[-1])
+
+
+def test_guide_pages_have_a_title_a_summary_and_link_into_the_chapters():
+    for nb_path in GUIDES:
+        cells = json.loads(nb_path.read_text())["cells"]
+        first = "".join(cells[0]["source"])
+        assert first.startswith("# ") and re.search(r"^> \S", first, re.M), nb_path.name
+        text = "".join("".join(c["source"]) for c in cells)
+        assert re.search(r"\]\(\.\./0\d_\w+\.ipynb\)", text), f"{nb_path.name}: no link to a chapter"
 
 
 def test_quarto_config_is_the_root_file():

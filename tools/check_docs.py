@@ -39,7 +39,7 @@ def problems() -> list[str]:
             if c["cell_type"] == "markdown":
                 for target in re.findall(r"\]\(([^)\s]+?\.(?:ipynb|html|qmd))(?:#[^)]*)?\)", "".join(c["source"])):
                     if target.startswith(("http:", "https:")): continue
-                    if (rel.parent / target).with_suffix("") not in pages:
+                    if Path(os.path.normpath(rel.parent / target)).with_suffix("") not in pages:
                         found.append(f"{rel}: broken link to {target}")
     return found
 
