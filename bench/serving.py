@@ -25,19 +25,12 @@ warnings.filterwarnings("ignore")
 import lightning as L
 
 from llmstart.data import ClassificationDataModule, load_classification, minilm_path
-from llmstart.deployment import ServerProcess, _encode, export_onnx, load_backend, load_test, request_body
+from llmstart.deployment import ServerProcess, export_onnx, load_backend, load_test, request_body
 from llmstart.finetuning import SequenceClassifier
+from llmstart.optimization import backend_latency_ms
 from llmstart.training import fit, make_trainer
 
 LABELS = ["entailment", "neutral", "contradiction"]
-
-
-def backend_ms(backend, examples, batch_size=32):
-    batches = [_encode(backend.tokenizer, examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)]
-    for b in batches[:2]: backend(b)
-    t0 = time.perf_counter()
-    for b in batches: backend(b)
-    return (time.perf_counter() - t0) * 1000 / len(examples)
 
 
 def main():
@@ -64,8 +57,8 @@ def main():
         bundle = model.save_bundle(tmp / "model", data.tokenizer)
         report = export_onnx(str(bundle), str(tmp / "onnx"), parity_data=str(tmp / "test.jsonl"))
         pairs = [(r["premise"], r["hypothesis"]) for r in map(json.loads, (tmp / "test.jsonl").read_text().splitlines())]
-        torch_ms = backend_ms(load_backend(tmp / "onnx", "torch"), pairs[:512])
-        onnx_ms = backend_ms(load_backend(tmp / "onnx", "onnx"), pairs[:512])
+        torch_ms = backend_latency_ms(load_backend(tmp / "onnx", "torch"), pairs[:512])
+        onnx_ms = backend_latency_ms(load_backend(tmp / "onnx", "onnx"), pairs[:512])
         print(f"batch 32: torch {torch_ms:.2f} ms/example, ONNX Runtime {onnx_ms:.2f}", file=sys.stderr)
         bodies = [request_body([x]) for x in pairs]
         serving = {}

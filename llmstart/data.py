@@ -32,9 +32,9 @@ warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchd
 # %% auto #0
 __all__ = ['SCALES', 'SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCHEMAS', 'NLI_LABELS', 'MINILM_HUB_ID',
            'pick_scale', 'data_dir', 'shared_file', 'sample_path', 'DataError', 'UsageError', 'hub_offline',
-           'hub_reachable', 'load_hub', 'resolve_source', 'SkippedRows', 'SkippedRowsWarning', 'read_records',
-           'detect_schema', 'label_names_for', 'load_classification', 'label_names', 'text_columns_of', 'minilm_path',
-           'tokenize_classification', 'token_lengths', 'padding_stats', 'SeededRandomSampler',
+           'load_pretrained', 'hub_reachable', 'load_hub', 'resolve_source', 'SkippedRows', 'SkippedRowsWarning',
+           'read_records', 'detect_schema', 'label_names_for', 'load_classification', 'label_names', 'text_columns_of',
+           'minilm_path', 'tokenize_classification', 'token_lengths', 'padding_stats', 'SeededRandomSampler',
            'LengthGroupedBatchSampler', 'load_corpus', 'split_documents', 'separator_id', 'token_stream', 'pack_blocks',
            'RandomWindows', 'classification_loader', 'ClassificationDataModule', 'causal_lm_collate',
            'LanguageModelingDataModule', 'make_synthetic_nli', 'write_synthetic_nli', 'inspect_data', 'cli_data']
@@ -90,6 +90,17 @@ def _truthy(v: str | None) -> bool: return (v or "").strip().lower() in ("1", "t
 def hub_offline() -> bool:
     "True when the user asked for offline mode (`HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE`)."
     return _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("HF_DATASETS_OFFLINE"))
+
+def load_pretrained(cls, name, **kwargs):
+    """`cls.from_pretrained(name, **kwargs)` for a hub id or a local folder. When `name` is not a folder and the hub cannot
+    provide it (offline mode, no network, no such model), a `UsageError` that says so and what to pass instead."""
+    try: return cls.from_pretrained(str(name), **kwargs)
+    except OSError:
+        if Path(str(name)).expanduser().exists(): raise
+        why = ("offline mode is on (HF_HUB_OFFLINE)" if hub_offline() else
+               "the Hugging Face hub could not provide it (no network, or no such model)")
+        raise UsageError(f"{str(name)!r} is not a local folder, and {why}. Pass a local folder instead -- a bundle "
+                         "written by llmstart, or a save_pretrained folder -- or run where the hub is reachable") from None
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     "Can we open a TCP connection to the Hugging Face hub within `timeout` seconds? (Never retries.)"
@@ -494,7 +505,7 @@ def _tokenizer(tokenizer):
     if tokenizer is None: raise ValueError("pass a tokenizer: a Hugging Face tokenizer object, a hub id or a local path")
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
-        return AutoTokenizer.from_pretrained(str(tokenizer))
+        return load_pretrained(AutoTokenizer, tokenizer)
     return tokenizer
 
 def classification_loader(ds, tokenizer, batch_size: int = 32, train: bool = False, group_by_length: bool = True,

@@ -397,7 +397,10 @@ class ServerProcess:
         args = [sys.executable, "-m", "llmstart.cli", "serve", "--model", str(model), "--port", str(self.port)]
         for k, v in options.items(): args += [f"--{k.replace('_', '-')}", str(v)]
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"llmstart-serve-{self.port}.log"
-        self.proc = subprocess.Popen(args, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        # the server must obey Ctrl-C even when this process ignores it (a job started with & in a script does: the
+        # child would inherit that, and stop() would have to wait, then kill it)
+        self.proc = subprocess.Popen(args, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + startup_timeout
         import httpx
         while time.time() < deadline:

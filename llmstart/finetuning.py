@@ -19,7 +19,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .data import (MINILM_HUB_ID, ClassificationDataModule, DataError, UsageError, classification_loader,
-                           label_names, load_classification, text_columns_of, tokenize_classification)
+                           label_names, load_classification, load_pretrained, text_columns_of, tokenize_classification)
 from .training import Recipe, bundle_function, fit, make_trainer, read_bundle, save_bundle
 
 # %% auto #0
@@ -92,8 +92,8 @@ def load_encoder_classifier(backbone: str, labels: Sequence[str], lora: bool = F
                             lora_alpha: int = 16, lora_dropout: float = 0.1, lora_targets: Sequence[str] | None = None):
     "A sequence classifier on `backbone` (hub id, folder or bundle) for `labels`, optionally wrapped with LoRA adapters."
     id2label = dict(enumerate(labels))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(backbone), num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    model = load_pretrained(AutoModelForSequenceClassification, backbone, num_labels=len(labels), id2label=id2label,
+                            label2id={v: k for k, v in id2label.items()})
     if lora:
         from peft import LoraConfig, TaskType, get_peft_model
         config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,

@@ -26,10 +26,11 @@ from .finetuning import Classifier, SequenceClassifier, evaluate_classifier, loa
 from .training import fit, function_cli, make_trainer, read_bundle, save_bundle, write_bundle_info
 
 # %% auto #0
-__all__ = ['REDUCE_RANGE', 'INT8_LOADER', 'METHODS', 'count_parameters', 'weights_mb', 'latency_ms', 'measure', 'encoder_layers',
-           'prunable_weights', 'magnitude_prune', 'make_permanent', 'sparsity_of', 'prune_ffn_neurons', 'Int8Linear',
-           'input_absmax', 'calibration_batches', 'quantize_int8', 'save_int8_bundle', 'load_int8_classifier',
-           'distillation_loss', 'student_layer_ids', 'make_student', 'Distiller', 'compress', 'cli_compress']
+__all__ = ['REDUCE_RANGE', 'INT8_LOADER', 'METHODS', 'count_parameters', 'weights_mb', 'tokenize_batches', 'latency_ms',
+           'backend_latency_ms', 'measure', 'encoder_layers', 'prunable_weights', 'magnitude_prune', 'make_permanent',
+           'sparsity_of', 'prune_ffn_neurons', 'Int8Linear', 'input_absmax', 'calibration_batches', 'quantize_int8',
+           'save_int8_bundle', 'load_int8_classifier', 'distillation_loss', 'student_layer_ids', 'make_student',
+           'Distiller', 'compress', 'cli_compress']
 
 # %% ../nbs/05_optimization.ipynb #39d780c0
 def count_parameters(model: nn.Module) -> int:
@@ -52,18 +53,30 @@ def _examples(data: str, labels, n: int):
     cols = text_columns_of(ds)
     return [tuple(r[c] for c in cols) for r in ds]
 
+def tokenize_batches(tokenizer, examples: Sequence, batch_size: int, max_length: int = 128, tensors: str = "pt") -> list[dict]:
+    "`examples` (texts or pairs) tokenized in batches of `batch_size`, in the order given, each padded to its longest."
+    return [dict(tokenizer(*zip(*examples[i:i + batch_size]), truncation=True, max_length=max_length, padding=True,
+                           return_tensors=tensors)) for i in range(0, len(examples), batch_size)]
+
+def _ms_per_example(run, batches: list, n: int, warmup: int) -> float:
+    for b in batches[:warmup]: run(b)
+    start = time.perf_counter()
+    for b in batches: run(b)
+    return (time.perf_counter() - start) * 1000 / n
+
 @torch.inference_mode()
 def latency_ms(model, tokenizer, examples: Sequence, batch_size: int, max_length: int = 128, warmup: int = 2) -> float:
     """Mean CPU milliseconds per example of `model`'s forward pass over `examples` (texts or pairs) in batches of
     `batch_size`, in the order given (padding to the longest in each batch); tokenization is done beforehand and not timed."""
-    batches = []
-    for i in range(0, len(examples), batch_size):
-        cols = list(zip(*examples[i:i + batch_size]))
-        batches.append(tokenizer(*cols, truncation=True, max_length=max_length, padding=True, return_tensors="pt"))
-    for b in batches[:warmup]: model(**b)
-    start = time.perf_counter()
-    for b in batches: model(**b)
-    return (time.perf_counter() - start) * 1000 / len(examples)
+    return _ms_per_example(lambda b: model(**b), tokenize_batches(tokenizer, examples, batch_size, max_length),
+                           len(examples), warmup)
+
+def backend_latency_ms(backend, examples: Sequence, batch_size: int = 32, max_length: int = 128, warmup: int = 2) -> float:
+    """`latency_ms` for an inference backend of chapter 6 (a callable on a dict of int64 NumPy arrays that has a
+    `tokenizer`, such as ONNX Runtime's), so that backends are timed on the same batches as PyTorch models."""
+    batches = [{k: v.astype("int64") for k, v in b.items()}
+               for b in tokenize_batches(backend.tokenizer, examples, batch_size, max_length, tensors="np")]
+    return _ms_per_example(backend, batches, len(examples), warmup)
 
 def measure(bundle: str | Path, data: str, variant: str | None = None, latency_examples: int = 256) -> dict:
     "Parameters, weight-file size, CPU latency per example at batch 1 and 32, accuracy and macro-F1 of a classification bundle."
@@ -174,8 +187,7 @@ def input_absmax(model: nn.Module, batches) -> dict[str, torch.Tensor]:
 
 def calibration_batches(tokenizer, examples: Sequence, batch_size: int = 32, max_length: int = 128) -> list[dict]:
     "Tokenized batches of `examples` (texts or pairs) to calibrate quantization on."
-    return [dict(tokenizer(*zip(*examples[i:i + batch_size]), truncation=True, max_length=max_length, padding=True,
-                           return_tensors="pt")) for i in range(0, len(examples), batch_size)]
+    return tokenize_batches(tokenizer, examples, batch_size, max_length)
 
 def quantize_int8(model: nn.Module, calibration=None, smooth: float = 0.8, backend: str = "torch.ao") -> nn.Module:
     """A dynamically quantized int8 copy of `model` for CPU inference.

@@ -23,7 +23,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokeni
                           BertForPreTraining, GPT2Config, GPT2LMHeadModel)
 
 from .data import (DataError, UsageError, LanguageModelingDataModule, SeededRandomSampler, causal_lm_collate, load_corpus,
-                           pack_blocks, split_documents)
+                           load_pretrained, pack_blocks, split_documents)
 from .embeddings import train_tokenizer
 from .training import Recipe, fit, make_trainer, read_bundle, save_bundle
 
@@ -138,7 +138,7 @@ def masking_stats(batch_input_ids: torch.Tensor, original_ids: torch.Tensor, lab
 # %% ../nbs/03_pretraining.ipynb #923b5764
 def _as_tokenizer(tokenizer):
     if tokenizer is None: raise ValueError("pass a tokenizer: an object, or a hub id or folder")
-    return AutoTokenizer.from_pretrained(str(tokenizer)) if isinstance(tokenizer, (str, Path)) else tokenizer
+    return load_pretrained(AutoTokenizer, tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
 
 class MaskedLM(Recipe):
     """Masked language modelling on a BERT encoder (`pretrained` checkpoint, or a new one of the given sizes), optionally
@@ -171,7 +171,7 @@ class MaskedLM(Recipe):
         self.tokenizer = _as_tokenizer(tokenizer)
         cls = BertForPreTraining if pair_task else BertForMaskedLM
         if pretrained:   # a pair task needs BERT's pair head; masked LM alone works with any masked-LM checkpoint
-            self.model = cls.from_pretrained(pretrained) if pair_task else AutoModelForMaskedLM.from_pretrained(pretrained)
+            self.model = load_pretrained(cls if pair_task else AutoModelForMaskedLM, pretrained)
         else:
             config = BertConfig(vocab_size=len(self.tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
                                 num_attention_heads=num_heads, intermediate_size=intermediate_size or 4 * hidden_size,
@@ -342,7 +342,7 @@ class CausalLM(Recipe):
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = _as_tokenizer(tokenizer)
         if pretrained:
-            self.model = AutoModelForCausalLM.from_pretrained(pretrained)
+            self.model = load_pretrained(AutoModelForCausalLM, pretrained)
         else:
             config = GPT2Config(vocab_size=len(self.tokenizer), n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                                 n_positions=block_size, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,

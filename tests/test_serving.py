@@ -135,6 +135,21 @@ def test_api_key_and_shutdown(bundles):
     assert subprocess.run(["pgrep", "-f", "--", f"--port {srv.port}"], capture_output=True).returncode == 1   # nothing left
 
 
+def test_stops_on_ctrl_c_when_the_caller_ignores_it(bundles):
+    "A caller started with `&` in a script ignores SIGINT; the server it starts must not inherit that (stop: exit 0, fast)."
+    import signal
+    import sys
+    tmp, _ = bundles
+    code = ("import time; from llmstart.deployment import ServerProcess\n"
+            f"s = ServerProcess({str(tmp / 'model')!r}); t = time.perf_counter(); rc = s.stop()\n"
+            "print(rc, round(time.perf_counter() - t, 1))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rc, seconds = r.stdout.split()
+    assert rc == "0" and float(seconds) < 20, r.stdout      # not the 30 s wait, then SIGKILL (-9)
+
+
 def test_compressed_bundles_serve(bundles, tmp_path):
     "Issue 7: the bundles each compression method writes load in the server and answer as `predict` does."
     from llmstart.finetuning import load_classifier
