@@ -36,7 +36,7 @@ __all__ = ['SCALES', 'SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 
            'read_records', 'detect_schema', 'label_names_for', 'load_classification', 'label_names', 'text_columns_of',
            'minilm_path', 'tokenize_classification', 'token_lengths', 'padding_stats', 'SeededRandomSampler',
            'LengthGroupedBatchSampler', 'load_corpus', 'split_documents', 'separator_id', 'token_stream', 'pack_blocks',
-           'RandomWindows', 'classification_loader', 'ClassificationDataModule', 'causal_lm_collate',
+           'RandomWindows', 'fit_epoch', 'classification_loader', 'ClassificationDataModule', 'causal_lm_collate',
            'LanguageModelingDataModule', 'make_synthetic_nli', 'write_synthetic_nli', 'inspect_data', 'cli_data']
 
 # %% ../nbs/00_data.ipynb #3679835f
@@ -378,10 +378,10 @@ def padding_stats(lengths: Sequence[int], batches: Iterable[Sequence[int]]) -> d
 # %% ../nbs/00_data.ipynb #3be2947f
 class SeededRandomSampler(RandomSampler):
     """A shuffle of the data set that is a pure function of `(seed, epoch)`; call `set_epoch` (Lightning does) for a new
-    order. With `num_samples`, draws that many indices with replacement instead (random windows)."""
-    def __init__(self, data_source, seed: int = 0, num_samples: int | None = None):
+    order, or start at `epoch`. With `num_samples`, draws that many indices with replacement instead (random windows)."""
+    def __init__(self, data_source, seed: int = 0, num_samples: int | None = None, epoch: int = 0):
         super().__init__(data_source, replacement=num_samples is not None, num_samples=num_samples)
-        self.seed, self.epoch = seed, 0
+        self.seed, self.epoch = seed, epoch
     def set_epoch(self, epoch: int): self.epoch = epoch
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -508,12 +508,20 @@ def _tokenizer(tokenizer):
         return load_pretrained(AutoTokenizer, tokenizer)
     return tokenizer
 
+def fit_epoch(module) -> int:
+    """The epoch the fit loop of `module`'s trainer is in -- a resumed run's, restored from its checkpoint -- else 0.
+    Training loaders start their shuffle there: Lightning builds a resumed run's first iterator, and skips the batches
+    already seen, *before* it calls `set_epoch`, so a sampler left at epoch 0 would replay epoch 0's order."""
+    trainer = getattr(module, "trainer", None)   # a data module's; None until Lightning attaches one
+    return int(trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else 0
+
 def classification_loader(ds, tokenizer, batch_size: int = 32, train: bool = False, group_by_length: bool = True,
-                          seed: int = 0, num_workers: int = 0):
+                          seed: int = 0, num_workers: int = 0, epoch: int = 0):
     """Batches of a tokenized classification data set: dynamically padded; for training shuffled (length-grouped unless
-    `group_by_length=False`) by a resumable `StatefulDataLoader`; for evaluation one pass sorted by length."""
+    `group_by_length=False`) by a resumable `StatefulDataLoader`, starting at `epoch`; for evaluation one pass sorted
+    by length."""
     from transformers import DataCollatorWithPadding
-    sampler = SeededRandomSampler(ds, seed) if train else SequentialSampler(ds)
+    sampler = SeededRandomSampler(ds, seed, epoch=epoch) if train else SequentialSampler(ds)
     if train and not group_by_length: batches = BatchSampler(sampler, batch_size, drop_last=False)
     else: batches = LengthGroupedBatchSampler(sampler, batch_size, lengths=token_lengths(ds), shuffle=train, seed=seed)
     loader = StatefulDataLoader if train else DataLoader  # training position is saved in checkpoints
@@ -580,7 +588,7 @@ class ClassificationDataModule(L.LightningDataModule):
     def _loader(self, ds, train: bool):
         h = self.hparams
         return classification_loader(ds, self.tokenizer, h.batch_size, train=train, group_by_length=h.group_by_length,
-                                     seed=h.seed, num_workers=h.num_workers)
+                                     seed=h.seed, num_workers=h.num_workers, epoch=fit_epoch(self) if train else 0)
 
     def train_dataloader(self): return self._loader(self.train_ds, train=True)
     def val_dataloader(self): return self._loader(self.val_ds, train=False)
@@ -636,7 +644,8 @@ class LanguageModelingDataModule(L.LightningDataModule):
         h = self.hparams
         loader = StatefulDataLoader if shuffle else DataLoader  # training position is saved in checkpoints
         per_epoch = len(ds) // h.block_size + 1 if isinstance(ds, RandomWindows) else None  # as many as packed blocks
-        return loader(ds, batch_size=h.batch_size, sampler=SeededRandomSampler(ds, h.seed, per_epoch) if shuffle else None,
+        sampler = SeededRandomSampler(ds, h.seed, per_epoch, epoch=fit_epoch(self)) if shuffle else None
+        return loader(ds, batch_size=h.batch_size, sampler=sampler,
                       collate_fn=collate_fn or self.collate_fn, num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
     def train_dataloader(self): return self._loader(self.train_ds, True)
     def val_dataloader(self): return self._loader(self.val_ds, False, self.val_collate_fn)

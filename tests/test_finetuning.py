@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from llmstart import finetuning as FT
-from llmstart.data import ClassificationDataModule, DataError, load_classification, minilm_path
+from llmstart.data import ClassificationDataModule, DataError, UsageError, load_classification, minilm_path
 from llmstart.training import make_trainer
 from conftest import llmstart_exe
 
@@ -96,6 +96,16 @@ def test_bad_input(snli_files, tmp_path):
     empty.write_text("")
     r = run("finetune", *common, "--data.train_file", str(empty), ok=False)
     assert r.returncode == 1 and f"{empty}: no usable rows" in r.stderr
+
+
+def test_a_hub_model_offline_is_a_clear_error(tmp_path):
+    "Offline, a hub id (encoder or tokenizer) ends with one message saying what to pass instead, not the hub's traceback."
+    r = run("finetune", "--model.backbone", "no-such-org/no-such-model", "--data.train_file", "sample:nli-train",
+            "--trainer.output_dir", str(tmp_path / "run"), ok=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "'no-such-org/no-such-model' is not a local folder, and offline mode is on" in r.stderr
+    assert "a bundle written by llmstart" in r.stderr
+    with pytest.raises(UsageError, match="is not a local folder"): FT.load_encoder_classifier("no-such-org/no-such-model", LABELS)
 
 
 def test_pair_model_refuses_single_texts(snli_files, tmp_path):

@@ -35,7 +35,7 @@ def test_exit_status_report_and_progress(run):
     proc, out, _ = run
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert [s["stage"] for s in report["stages"]] == STAGES
+    assert [s["stage"] for s in report["stages"]] == STAGES and report["status"] == "completed"
     assert report["scale"] == "tiny" and report["config"]["recipe"] == "tiny-mlm"
     table = proc.stdout
     for stage in STAGES: assert f"│ {stage}" in table, table
@@ -103,6 +103,8 @@ def test_bad_data_stops_before_training(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "test.jsonl, line 2" in r.stderr and "maybe" in r.stderr
     assert "[1/6]" not in r.stderr          # nothing was trained
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["status"] == "failed" and "line 2" in report["error"] and report["stages"] == []
 
 
 @pytest.mark.parametrize("args, message", [(["--scale", "huge"], "--scale must be one of tiny, real"),

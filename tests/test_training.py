@@ -53,6 +53,58 @@ def test_killed_run_resumes_with_the_same_command(tmp_path, shared):
     assert abs(resumed["val_loss"] - ref["val_loss"]) < 0.01, (resumed, ref)
 
 
+@pytest.mark.parametrize("kind", ["language-model", "classification"])
+def test_resume_in_a_later_epoch_sees_the_same_batches(tmp_path, kind):
+    """A crash in the middle of a later epoch (not epoch 0): the resumed run must draw that epoch's remaining batches, in the
+    uninterrupted run's order, and end with the same loss (Lightning builds the resumed iterator before set_epoch)."""
+    from lightning.pytorch.callbacks import Callback
+    from llmstart.data import ClassificationDataModule, LanguageModelingDataModule
+    from llmstart.embeddings import train_tokenizer
+    from llmstart.pretraining import CausalLM
+    tok = train_tokenizer("sample:corpus", "wordpiece", vocab_size=1000)
+
+    class Record(Callback):
+        def __init__(self): self.batches = {}
+        def on_train_batch_start(self, trainer, module, batch, i):
+            self.batches[trainer.global_step] = (trainer.current_epoch, batch["input_ids"].sum().item())
+    class Crash(Callback):
+        def on_train_batch_start(self, trainer, *a):
+            if trainer.global_step == 50: raise RuntimeError("crash")   # just after the checkpoint of step 50
+
+    def run(out, *callbacks):
+        L.seed_everything(0, verbose=False)
+        if kind == "language-model":
+            data = LanguageModelingDataModule("sample:corpus", tokenizer=tok, block_size=64, batch_size=16)
+            model = CausalLM(tok, n_layer=1, n_head=2, n_embd=32, block_size=64, lr=2e-3, warmup=0.1)
+        else:
+            from llmstart.finetuning import Classifier
+            data = ClassificationDataModule("sample:nli-val", tokenizer=tok, batch_size=32)
+            class Bag(Classifier):   # a bag of embeddings: enough to have a loss that depends on the batch
+                def __init__(self):
+                    super().__init__(lr=1e-2, warmup=0.1)
+                    self.emb, self.out = nn.EmbeddingBag(len(tok), 16), nn.Linear(16, 3)
+                    self.setup_metrics(3)
+                def forward_loss(self, batch):
+                    logits = self.out(self.emb(batch["input_ids"]))
+                    return {"loss": nn.functional.cross_entropy(logits, batch["labels"]), "n": len(logits),
+                            "_logits": logits, "_labels": batch["labels"]}
+            model = Bag()
+        rec = Record()
+        trainer = T.make_trainer(out, max_steps=80, checkpoint_every_n_steps=50, progress_bar=False, monitor=None,
+                                 logger=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                                 callbacks=[rec, *callbacks])
+        T.fit(trainer, model, data)
+        return rec.batches, trainer
+
+    full, trainer = run(tmp_path / "full")
+    assert full[50][0] >= 2 and 50 % trainer.num_training_batches != 0     # step 50 is inside epoch 2 or later
+    with pytest.raises(RuntimeError, match="crash"): run(tmp_path / "resumed", Crash())
+    resumed, trainer2 = run(tmp_path / "resumed")
+    assert min(resumed) == 50
+    assert {s: resumed[s] for s in range(50, 80)} == {s: full[s] for s in range(50, 80)}
+    assert trainer2.global_step == 80
+
+
 @pytest.mark.parametrize("capability, expected", [
     ((9, 0), "bf16-mixed"),   # H100 / H200
     ((8, 0), "bf16-mixed"),   # A100
