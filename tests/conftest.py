@@ -5,8 +5,13 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": 
                "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_k, _v)
 
+import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +74,70 @@ def finetune_minilm(train_file, out_dir, epochs: int = 1, lr: float = 2e-4):
     fit(make_trainer(Path(out_dir) / "run", max_epochs=epochs, logger=False, progress_bar=False, monitor=None,
                      limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False), model, data, resume=False)
     return model.save_bundle(Path(out_dir) / "model", data.tokenizer)
+
+
+# ---- the README's commands, run as a user runs them
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", README, re.M | re.S)
+
+
+def commands(block: str) -> list[str]:
+    "The commands of a shell block: continuation lines joined, comments and blank lines dropped."
+    joined = re.sub(r"\\\n\s*", " ", block)
+    return [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def user_commands() -> list[str]:
+    out = []
+    for block in blocks("sh"):
+        for cmd in commands(block):
+            if cmd.startswith("pip install") or "nbdev_test" in cmd: continue   # CI's own steps
+            out.append(cmd)
+    return out
+
+
+@pytest.fixture(scope="session")
+def readme_session(tmp_path_factory):
+    """Every README command run in order in a fresh folder, as a user runs them (`llmstart serve` in the background,
+    stopped with Ctrl-C at the end): (folder, [(command, completed process or None for the server)]). Shared by
+    tests/test_readme.py and tests/test_pipeline.py, which checks the run of `llmstart pipeline` it contains."""
+    from llmstart.deployment import free_port, port_in_use
+    import httpx
+    cwd = tmp_path_factory.mktemp("readme-user")
+    env = {**os.environ, "PATH": f"{Path(llmstart_exe()).parent}{os.pathsep}{os.environ['PATH']}"}
+    port, server, results = free_port(), None, []
+    try:
+        for cmd in user_commands():
+            cmd = cmd.replace("localhost:8000", f"localhost:{port}")   # 8000 may be taken on a shared machine
+            if cmd.startswith("llmstart serve"):
+                log = (cwd / "serve.log").open("w")
+                server = subprocess.Popen(cmd + f" --port {port}", shell=True, cwd=cwd, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                for _ in range(240):
+                    assert server.poll() is None, (cwd / "serve.log").read_text()[-3000:]
+                    try:
+                        if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200: break
+                    except httpx.HTTPError: pass
+                    time.sleep(0.5)
+                else: pytest.fail("llmstart serve did not answer /health in 120 s")
+                results.append((cmd, None)); continue
+            r = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+            results.append((cmd, r))
+            assert r.returncode == 0, f"$ {cmd}\n{r.stderr[-3000:]}"
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGINT)                   # Ctrl-C, as the README says (to the shell and the server)
+            try: server.wait(30)
+            except subprocess.TimeoutExpired: pass
+            try: os.killpg(server.pid, signal.SIGKILL)
+            except ProcessLookupError: pass
+            server.wait()
+    for _ in range(50):
+        if not port_in_use(port): break
+        time.sleep(0.2)
+    assert not port_in_use(port), "the server's port is still in use after Ctrl-C"
+    return cwd, results

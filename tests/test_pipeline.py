@@ -23,12 +23,14 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from llmstart.deployment import free_port
-    out, port = tmp_path_factory.mktemp("pipeline") / "run", free_port()
-    proc = subprocess.run([llmstart_exe(), "pipeline", "--output", str(out), "--port", str(port)],
-                          capture_output=True, text=True, timeout=300)   # the contract: under 5 minutes on 2 CPU cores
-    return proc, out, port
+def run(readme_session):
+    """The README's main command, `llmstart pipeline`, as its quick start runs it (conftest.readme_session): the
+    completed process, the run's folder and the server's port."""
+    cwd, results = readme_session
+    proc = next(r for c, r in results if c == "llmstart pipeline")
+    out = cwd / "runs" / "pipeline"
+    serve = json.loads((out / "report.json").read_text())["stages"][-1]
+    return proc, out, int(serve["artefact"].rsplit(":", 1)[1])
 
 
 def test_exit_status_report_and_progress(run):
@@ -84,7 +86,7 @@ def test_server_stopped_and_nothing_left_running(run):
     assert serve["artefact"] == f"http://127.0.0.1:{port}"
     assert serve["metrics"]["exit_code"] == 0 and serve["metrics"]["port_free"]
     assert not port_in_use(port)
-    assert _processes_mentioning(str(out / "int8")) == []
+    assert _processes_mentioning("pipeline/int8") == []           # no server, no worker left behind
 
 
 def test_refuses_a_folder_that_is_not_a_run(tmp_path):
