@@ -29,6 +29,7 @@ class Command:
     function: str
     help: str
 
+# %% ../nbs/07_cli.ipynb #bf835ab0
 def discover_commands(package_dir: str | Path | None = None) -> dict[str, Command]:
     "Every `cli_<name>` function defined at the top level of the package's modules, found without importing them."
     package_dir = Path(package_dir or Path(llmstart.__file__).parent)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                      + f" (commands: {', '.join(commands)})")
     cmd = commands[name]
     run = getattr(importlib.import_module(cmd.module), cmd.function)
-    from llmstart.data import DataError, UsageError
+    from llmstart.core import DataError, UsageError
     try:
         status = run(rest)
     except (DataError, UsageError, FileNotFoundError) as e:

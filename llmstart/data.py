@@ -10,8 +10,6 @@ import importlib.resources
 import json
 import os
 import random
-import socket
-import threading
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,27 +25,19 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from .core import DataError, UsageError, hub_offline, hub_reachable, load_pretrained, pick_scale
+
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 on newer torch: harmless
 
 # %% auto #0
-__all__ = ['SCALES', 'SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCHEMAS', 'NLI_LABELS', 'MINILM_HUB_ID',
-           'pick_scale', 'data_dir', 'shared_file', 'sample_path', 'DataError', 'UsageError', 'hub_offline',
-           'load_pretrained', 'hub_reachable', 'load_hub', 'resolve_source', 'SkippedRows', 'SkippedRowsWarning',
+__all__ = ['SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCHEMAS', 'NLI_LABELS', 'MINILM_HUB_ID', 'data_dir',
+           'shared_file', 'sample_path', 'load_hub', 'resolve_source', 'SkippedRows', 'SkippedRowsWarning',
            'read_records', 'detect_schema', 'label_names_for', 'load_classification', 'label_names', 'text_columns_of',
-           'minilm_path', 'tokenize_classification', 'token_lengths', 'padding_stats', 'SeededRandomSampler',
-           'LengthGroupedBatchSampler', 'load_corpus', 'split_documents', 'separator_id', 'token_stream', 'pack_blocks',
-           'RandomWindows', 'fit_epoch', 'classification_loader', 'ClassificationDataModule', 'causal_lm_collate',
-           'LanguageModelingDataModule', 'make_synthetic_nli', 'write_synthetic_nli', 'inspect_data', 'cli_data']
-
-# %% ../nbs/00_data.ipynb #3679835f
-SCALES = ("tiny", "real")
-
-def pick_scale(scale: str | None = None) -> str:
-    "The scale to run at: `scale` if given, else `$LLMSTART_SCALE`, else 'real' on a GPU and 'tiny' without one."
-    scale = scale or os.environ.get("LLMSTART_SCALE") or ("real" if torch.cuda.is_available() else "tiny")
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    return scale
+           'labelled_examples', 'minilm_path', 'tokenize_classification', 'token_lengths', 'padding_stats',
+           'SeededRandomSampler', 'LengthGroupedBatchSampler', 'load_corpus', 'split_documents', 'separator_id',
+           'token_stream', 'pack_blocks', 'RandomWindows', 'as_tokenizer', 'fit_epoch', 'make_loader', 'DataModule',
+           'classification_loader', 'ClassificationDataModule', 'causal_lm_collate', 'LanguageModelingDataModule',
+           'make_synthetic_nli', 'write_synthetic_nli', 'inspect_data', 'cli_data']
 
 # %% ../nbs/00_data.ipynb #17289a70
 def data_dir() -> Path | None:
@@ -59,6 +49,7 @@ def data_dir() -> Path | None:
             return parent / "shared" / "data"
     return None
 
+# %% ../nbs/00_data.ipynb #f90700b4
 def shared_file(name: str) -> Path | None:
     "Path of the shared data file `name`, or `None` when it is not available on this machine."
     root = data_dir()
@@ -79,45 +70,6 @@ def sample_path(name: str) -> Path:
     return Path(str(importlib.resources.files("llmstart"))) / "samples" / SAMPLES[name]
 
 # %% ../nbs/00_data.ipynb #6c3fa728
-class DataError(ValueError):
-    "Bad input data: the message names the file, the line and what is wrong, and what to do about it."
-
-class UsageError(ValueError):
-    "A mistake in a command's options or recipe: the message says what is wrong and how to write it."
-
-def _truthy(v: str | None) -> bool: return (v or "").strip().lower() in ("1", "true", "yes", "on")
-
-def hub_offline() -> bool:
-    "True when the user asked for offline mode (`HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE`)."
-    return _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("HF_DATASETS_OFFLINE"))
-
-def load_pretrained(cls, name, **kwargs):
-    """`cls.from_pretrained(name, **kwargs)` for a hub id or a local folder. When `name` is not a folder and the hub cannot
-    provide it (offline mode, no network, no such model), a `UsageError` that says so and what to pass instead."""
-    try: return cls.from_pretrained(str(name), **kwargs)
-    except OSError:
-        if Path(str(name)).expanduser().exists(): raise
-        why = ("offline mode is on (HF_HUB_OFFLINE)" if hub_offline() else
-               "the Hugging Face hub could not provide it (no network, or no such model)")
-        raise UsageError(f"{str(name)!r} is not a local folder, and {why}. Pass a local folder instead -- a bundle "
-                         "written by llmstart, or a save_pretrained folder -- or run where the hub is reachable") from None
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    "Can we open a TCP connection to the Hugging Face hub within `timeout` seconds? (Never retries.)"
-    if hub_offline(): return False
-    from urllib.parse import urlparse
-    from huggingface_hub import constants
-    url = urlparse(constants.ENDPOINT)
-    result = []
-    def probe():
-        try:
-            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
-            result.append(True)
-        except OSError: pass
-    t = threading.Thread(target=probe, daemon=True)  # a thread, because name resolution ignores socket timeouts
-    t.start(); t.join(timeout)
-    return bool(result)
-
 def load_hub(dataset_id: str, *, name: str | None = None, split: str | None = None):
     "`datasets.load_dataset(dataset_id, name, split=split)`, failing in seconds with a clear `DataError` when offline."
     from unittest import mock
@@ -170,6 +122,7 @@ class SkippedRows:
         parts = [f"{len(ls)} x {reason} (line{'s' if len(ls) > 1 else ''} {where(ls)})" for reason, ls in self.lines.items()]
         return f"skipped {self.count} of {self.total} rows of {self.path}: " + "; ".join(parts)
 
+# %% ../nbs/00_data.ipynb #679cfe9d
 class SkippedRowsWarning(UserWarning):
     "Issued when bad rows were skipped on request; `.report` is the `SkippedRows`."
     def __init__(self, report: SkippedRows):
@@ -190,7 +143,8 @@ def read_records(path: str | os.PathLike, *, skip_bad: bool = False,
         if not skip_bad: raise _bad(path, line, what)
         report.add(what, line)
     suffix = path.suffix.lower()
-    with open(path, encoding="utf-8", newline="") as f:
+    # utf-8-sig: a byte-order mark (spreadsheets' "CSV UTF-8" starts with one) is not part of the first column's name
+    with open(path, encoding="utf-8-sig", newline="") as f:
         if suffix in (".jsonl", ".json") and f.read(1) == "[":  # a JSON array of objects
             f.seek(0)
             try: rows = json.load(f)
@@ -335,13 +289,24 @@ def load_classification(source: str | os.PathLike, *, split: str | None = None,
                                   "label": datasets.ClassLabel(names=names)})
     return datasets.Dataset.from_dict({**{c: [r[c] for r in rows] for c in text_cols}, "label": values}, features=features)
 
+# %% ../nbs/00_data.ipynb #602bfdff
 def label_names(ds) -> list[str]:
     "The label names stored with a data set from `load_classification`."
     return list(ds.features["label"].names)
 
+# %% ../nbs/00_data.ipynb #e4bee2ad
 def text_columns_of(ds) -> list[str]:
     "The text column(s) of a data set from `load_classification`, in order."
     return [c for c in ds.column_names if c != "label"]
+
+# %% ../nbs/00_data.ipynb #c4c20c99
+def labelled_examples(source: str | os.PathLike, labels: Sequence[str] | None = None, n: int | None = None,
+                      **options) -> list[tuple[str, ...]]:
+    "The first `n` (default: all) examples of labelled data as text tuples, read and checked by `load_classification(source, labels=labels, **options)`."
+    ds = load_classification(source, labels=labels, **options)
+    if n is not None: ds = ds.select(range(min(n, ds.num_rows)))
+    cols = text_columns_of(ds)
+    return list(zip(*(ds[c] for c in cols)))
 
 # %% ../nbs/00_data.ipynb #f7ccf7b4
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -361,6 +326,7 @@ def tokenize_classification(ds, tokenizer, max_length: int = 128):
     def tok(batch): return tokenizer(*[batch[c] for c in cols], truncation=True, max_length=max_length)
     return ds.map(tok, batched=True, remove_columns=cols, desc="tokenize")
 
+# %% ../nbs/00_data.ipynb #6d389685
 def token_lengths(ds) -> np.ndarray:
     "The length of every `input_ids` row of a tokenized data set (read from Arrow, no Python loop)."
     return pc.list_value_length(ds.data.table.column("input_ids")).to_numpy()
@@ -450,7 +416,7 @@ def load_corpus(source: str | os.PathLike = "sample:corpus", *, by: str = "line"
             if not isinstance(v, str): raise _bad(where, line, f"{text_column} is missing or not a string")
             lines.append(v)
     else:
-        lines = where.read_text(encoding="utf-8").splitlines()
+        lines = where.read_text(encoding="utf-8-sig").splitlines()   # any line ending; a byte-order mark dropped
     docs = _documents(lines, by)
     if not docs: raise DataError(f"{where}: the corpus has no text")
     return datasets.Dataset.from_dict({"text": docs})
@@ -471,6 +437,7 @@ def separator_id(tokenizer) -> int | None:
     "The token that ends a document in a packed stream: EOS if the tokenizer has one, else SEP, else none."
     return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
 
+# %% ../nbs/00_data.ipynb #b2f314d3
 def token_stream(ds, tokenizer, text_column: str = "text") -> np.ndarray:
     "Every document of `ds` tokenized and joined, each followed by `separator_id`, as one flat array of ids."
     sep = separator_id(tokenizer)
@@ -480,6 +447,7 @@ def token_stream(ds, tokenizer, text_column: str = "text") -> np.ndarray:
     stream = ds.map(tok, batched=True, remove_columns=ds.column_names, desc="tokenize")
     return pc.list_flatten(stream.data.table.column("input_ids")).to_numpy()
 
+# %% ../nbs/00_data.ipynb #c16b8bc0
 def pack_blocks(ds, tokenizer, block_size: int, text_column: str = "text"):
     "Tokenize every document of `ds`, join them with `separator_id`, and cut the stream into `block_size` blocks."
     if block_size < 2: raise ValueError(f"block_size must be at least 2, got {block_size}")
@@ -501,13 +469,15 @@ class RandomWindows(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict: return {"input_ids": self.stream[i:i + self.block_size]}
 
 # %% ../nbs/00_data.ipynb #16889980
-def _tokenizer(tokenizer):
+def as_tokenizer(tokenizer):
+    "`tokenizer` itself, or the tokenizer at a hub id or folder (`load_pretrained`); every llmstart class takes either."
     if tokenizer is None: raise ValueError("pass a tokenizer: a Hugging Face tokenizer object, a hub id or a local path")
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
         return load_pretrained(AutoTokenizer, tokenizer)
     return tokenizer
 
+# %% ../nbs/00_data.ipynb #533213b3
 def fit_epoch(module) -> int:
     """The epoch the fit loop of `module`'s trainer is in -- a resumed run's, restored from its checkpoint -- else 0.
     Training loaders start their shuffle there: Lightning builds a resumed run's first iterator, and skips the batches
@@ -515,20 +485,43 @@ def fit_epoch(module) -> int:
     trainer = getattr(module, "trainer", None)   # a data module's; None until Lightning attaches one
     return int(trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else 0
 
+# %% ../nbs/00_data.ipynb #ff20a51b
+def make_loader(ds, batch_size: int, collate_fn: Callable, train: bool = False, seed: int = 0, epoch: int = 0,
+                num_workers: int = 0, lengths: Sequence[int] | None = None, num_samples: int | None = None):
+    """The one loader builder of llmstart's data modules. Training: a resumable `StatefulDataLoader` (its position is saved
+    in checkpoints) over a `SeededRandomSampler` that starts at `epoch` (`num_samples`: that many draws with replacement);
+    evaluation: one pass in order. With `lengths`, batches are length-grouped (`LengthGroupedBatchSampler`; evaluation:
+    sorted by length)."""
+    sampler = SeededRandomSampler(ds, seed, num_samples, epoch=epoch) if train else SequentialSampler(ds)
+    loader = StatefulDataLoader if train else DataLoader
+    common = dict(collate_fn=collate_fn, num_workers=num_workers, persistent_workers=num_workers > 0)
+    if lengths is None: return loader(ds, batch_size=batch_size, sampler=sampler, **common)
+    batches = LengthGroupedBatchSampler(sampler, batch_size, lengths=lengths, shuffle=train, seed=seed)
+    return loader(ds, batch_sampler=batches, **common)
+
+# %% ../nbs/00_data.ipynb #8f69d7ab
+class DataModule(L.LightningDataModule):
+    """The base of llmstart's data modules: `loader` makes every train and validation loader with `make_loader`, from
+    the module's `batch_size`, `seed` and `num_workers`, the training shuffle starting at the fit loop's epoch (so a run
+    resumed in a later epoch continues that epoch's order)."""
+    def loader(self, ds, train: bool, collate_fn: Callable, lengths: Sequence[int] | None = None,
+               num_samples: int | None = None):
+        h = self.hparams
+        return make_loader(ds, h.batch_size, collate_fn, train=train, seed=h.get("seed", 0),
+                           epoch=fit_epoch(self) if train else 0, num_workers=h.get("num_workers", 0),
+                           lengths=lengths, num_samples=num_samples)
+
+# %% ../nbs/00_data.ipynb #de688537
 def classification_loader(ds, tokenizer, batch_size: int = 32, train: bool = False, group_by_length: bool = True,
                           seed: int = 0, num_workers: int = 0, epoch: int = 0):
-    """Batches of a tokenized classification data set: dynamically padded; for training shuffled (length-grouped unless
-    `group_by_length=False`) by a resumable `StatefulDataLoader`, starting at `epoch`; for evaluation one pass sorted
-    by length."""
+    """Batches of a tokenized classification data set (`make_loader`): dynamically padded; for training shuffled
+    (length-grouped unless `group_by_length=False`), starting at `epoch`; for evaluation one pass sorted by length."""
     from transformers import DataCollatorWithPadding
-    sampler = SeededRandomSampler(ds, seed, epoch=epoch) if train else SequentialSampler(ds)
-    if train and not group_by_length: batches = BatchSampler(sampler, batch_size, drop_last=False)
-    else: batches = LengthGroupedBatchSampler(sampler, batch_size, lengths=token_lengths(ds), shuffle=train, seed=seed)
-    loader = StatefulDataLoader if train else DataLoader  # training position is saved in checkpoints
-    return loader(ds, batch_sampler=batches, collate_fn=DataCollatorWithPadding(tokenizer),
-                  num_workers=num_workers, persistent_workers=num_workers > 0)
+    lengths = token_lengths(ds) if group_by_length or not train else None
+    return make_loader(ds, batch_size, DataCollatorWithPadding(tokenizer), train, seed, epoch, num_workers, lengths)
 
-class ClassificationDataModule(L.LightningDataModule):
+# %% ../nbs/00_data.ipynb #5c4a5bea
+class ClassificationDataModule(DataModule):
     """Labelled single texts or sentence pairs, checked, tokenized, dynamically padded and length-grouped.
 
     Args:
@@ -556,7 +549,7 @@ class ClassificationDataModule(L.LightningDataModule):
                  name: str | None = None, num_workers: int = 0, seed: int = 0):
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer"])
-        self.tokenizer = _tokenizer(tokenizer)
+        self.tokenizer = as_tokenizer(tokenizer)
         self.train_ds = self.val_ds = None
 
     def _load(self, source, split, labels):
@@ -586,9 +579,9 @@ class ClassificationDataModule(L.LightningDataModule):
     def num_labels(self) -> int: return len(self.label_names)
 
     def _loader(self, ds, train: bool):
-        h = self.hparams
-        return classification_loader(ds, self.tokenizer, h.batch_size, train=train, group_by_length=h.group_by_length,
-                                     seed=h.seed, num_workers=h.num_workers, epoch=fit_epoch(self) if train else 0)
+        from transformers import DataCollatorWithPadding
+        lengths = token_lengths(ds) if self.hparams.group_by_length or not train else None
+        return self.loader(ds, train, DataCollatorWithPadding(self.tokenizer), lengths)
 
     def train_dataloader(self): return self._loader(self.train_ds, train=True)
     def val_dataloader(self): return self._loader(self.val_ds, train=False)
@@ -599,7 +592,8 @@ def causal_lm_collate(examples: list[dict]) -> dict[str, torch.Tensor]:
     ids = torch.stack([torch.as_tensor(e["input_ids"]) for e in examples])
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
-class LanguageModelingDataModule(L.LightningDataModule):
+# %% ../nbs/00_data.ipynb #2ac3d072
+class LanguageModelingDataModule(DataModule):
     """A corpus split into train / validation documents, each packed into `block_size` token blocks. Batches are made by
     `collate_fn` (default: causal LM, labels = inputs) and `val_collate_fn` (default: the same); an objective that needs
     other batches (masking, say) sets these attributes before the loaders are made.
@@ -626,7 +620,7 @@ class LanguageModelingDataModule(L.LightningDataModule):
         if windows not in ("packed", "random"): raise ValueError(f"windows must be 'packed' or 'random', got {windows!r}")
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer", "collate_fn"])
-        self.tokenizer, self.collate_fn = _tokenizer(tokenizer), collate_fn or causal_lm_collate
+        self.tokenizer, self.collate_fn = as_tokenizer(tokenizer), collate_fn or causal_lm_collate
         self.val_collate_fn = None
         self.train_ds = self.val_ds = None
 
@@ -640,15 +634,10 @@ class LanguageModelingDataModule(L.LightningDataModule):
         else: self.train_ds = pack_blocks(train, self.tokenizer, h.block_size).with_format("torch")
         self.val_ds = pack_blocks(val, self.tokenizer, h.block_size).with_format("torch")
 
-    def _loader(self, ds, shuffle, collate_fn=None):
-        h = self.hparams
-        loader = StatefulDataLoader if shuffle else DataLoader  # training position is saved in checkpoints
-        per_epoch = len(ds) // h.block_size + 1 if isinstance(ds, RandomWindows) else None  # as many as packed blocks
-        sampler = SeededRandomSampler(ds, h.seed, per_epoch, epoch=fit_epoch(self)) if shuffle else None
-        return loader(ds, batch_size=h.batch_size, sampler=sampler,
-                      collate_fn=collate_fn or self.collate_fn, num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
-    def train_dataloader(self): return self._loader(self.train_ds, True)
-    def val_dataloader(self): return self._loader(self.val_ds, False, self.val_collate_fn)
+    def train_dataloader(self):
+        per_epoch = len(self.train_ds) // self.hparams.block_size + 1 if isinstance(self.train_ds, RandomWindows) else None
+        return self.loader(self.train_ds, True, self.collate_fn, num_samples=per_epoch)   # random windows: as many as packed blocks
+    def val_dataloader(self): return self.loader(self.val_ds, False, self.val_collate_fn or self.collate_fn)
 
 # %% ../nbs/00_data.ipynb #dc1512c5
 _PEOPLE = [("man", "m", "person"), ("woman", "f", "person"), ("boy", "m", "child"), ("girl", "f", "child"),
@@ -707,6 +696,7 @@ def make_synthetic_nli(n: int, seed: int = 0, shuffle: bool = True) -> list[dict
     if shuffle: rng.shuffle(rows)
     return rows
 
+# %% ../nbs/00_data.ipynb #2030c7f8
 def write_synthetic_nli(folder: str | os.PathLike, n_train: int = 2000, n_val: int = 500, seed: int = 0) -> tuple[Path, Path]:
     "Write the bundled NLI sample (`nli_train.jsonl`, `nli_val.jsonl`, no pair in both) into `folder`."
     rows, rng = make_synthetic_nli(n_train + n_val, seed, shuffle=False), random.Random(seed)
@@ -761,10 +751,11 @@ def inspect_data(source: str, kind: str = "auto", split: str | None = None, name
     if skipped: out["skipped_reasons"] = {k: len(v) for r in skipped for k, v in r.lines.items()}
     return out
 
+# %% ../nbs/00_data.ipynb #0e995f3c
 def cli_data(argv: list[str] | None = None) -> int:
     "Check a data file or hub data set and print one JSON line: rows, schema, labels, lengths, skipped rows."
-    from jsonargparse import CLI
-    summary = CLI(inspect_data, args=argv, as_positional=True, prog="llmstart data",
-                  description="Check a data file or hub data set (every row, with the same rules as training) and summarise it.")
-    print(json.dumps(summary))
+    from llmstart.core import parse_command
+    args = parse_command(inspect_data, argv, "llmstart data", positional=True,
+                         description="Check a data file or hub data set (every row, with the same rules as training) and summarise it.")
+    print(json.dumps(inspect_data(**args)))
     return 0

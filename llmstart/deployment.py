@@ -12,11 +12,12 @@ import asyncio
 import hmac
 import json
 import os
-import shutil
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -28,9 +29,10 @@ import litserve as ls
 from fastapi import Header, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .data import UsageError
+from .core import UsageError, output_folder, parse_command
+from .data import labelled_examples
 from .finetuning import load_classifier
-from .training import function_cli, read_bundle, write_bundle_info
+from .bundle import copy_bundle, read_bundle
 
 # ---- export
 
@@ -48,8 +50,7 @@ class _Logits(torch.nn.Module):
 
 def _sample_inputs(tokenizer, info, n: int = 64, data: str | None = None) -> list[tuple]:
     if data:
-        from llmstart.optimization import _examples
-        return _examples(data, info["labels"], n)
+        return labelled_examples(data, info["labels"], n)
     pairs = len(info.get("text_columns") or ["premise", "hypothesis"]) == 2
     base = [("A man is playing a guitar on stage.", "A man is performing music."), ("Two dogs run through a field.", "The animals are asleep."),
             ("A woman reads a book in a quiet library, surrounded by students.", "Someone is reading."), ("Kids play.", "Children are outside in the park after school.")]
@@ -61,7 +62,7 @@ def _encode(tokenizer, examples, max_length: int = 128, names=ONNX_INPUTS) -> di
     return {k: enc[k].astype(np.int64) for k in names if k in enc}
 
 def export_onnx(model: str, output: str, quantize: bool = False, parity_data: str | None = None, opset: int = 18,
-                tolerance: float = 1e-4) -> dict:
+                tolerance: float = 1e-4, overwrite: bool = False) -> dict:
     """Export a classification bundle to ONNX: a copy of the bundle with `model.onnx` added (dynamic batch and sequence
     axes), checked against PyTorch on real inputs; with `quantize`, also `model.int8.onnx` (ONNX Runtime's dynamic int8).
 
@@ -72,6 +73,7 @@ def export_onnx(model: str, output: str, quantize: bool = False, parity_data: st
         parity_data: labelled data whose first 64 inputs the parity check runs on (default: built-in sentences)
         opset: the ONNX opset
         tolerance: the largest absolute logit difference the float export may have against PyTorch
+        overwrite: write into an `output` folder that holds other files (they are kept)
     """
     import onnxruntime as ort
     info = read_bundle(model)
@@ -81,8 +83,13 @@ def export_onnx(model: str, output: str, quantize: bool = False, parity_data: st
     torch_model, tokenizer, info = load_classifier(model)
     src, out = Path(model).resolve(), Path(output)
     if out.resolve() == src: raise UsageError(f"--output {output} is the input bundle; choose a new folder")
-    if out.exists(): shutil.rmtree(out)
-    shutil.copytree(src, out, ignore=shutil.ignore_patterns("*.onnx"))
+    with output_folder(out, "export", overwrite):
+        copy_bundle(src, out, exclude=("*.onnx",))
+        return _export_into(out, torch_model, tokenizer, info, quantize, parity_data, opset, tolerance)
+
+# %% ../nbs/06_deployment.ipynb #36146855
+def _export_into(out: Path, torch_model, tokenizer, info: dict, quantize: bool, parity_data, opset: int, tolerance: float) -> dict:
+    import onnxruntime as ort
     examples = _sample_inputs(tokenizer, info, 64, parity_data)
     sample = _encode(tokenizer, examples[:2], info.get("max_length", 128))
     names = [k for k in ONNX_INPUTS if k in sample]
@@ -112,14 +119,12 @@ def export_onnx(model: str, output: str, quantize: bool = False, parity_data: st
         report |= {"int8_onnx": str(out / "model.int8.onnx"), "int8_mb": round((out / "model.int8.onnx").stat().st_size / 1e6, 2),
                    "int8_max_abs_diff": float(np.abs(q - ref).max()),
                    "int8_agreement": float((q.argmax(-1) == ref.argmax(-1)).mean())}
-    meta = {k: v for k, v in info.items() if k not in ("created", "llmstart_version")}
-    meta["onnx"] = {"file": "model.onnx", "int8_file": "model.int8.onnx" if quantize else None, "opset": opset,
-                    "inputs": names, "parity_max_abs_diff": diff}
-    write_bundle_info(out, meta.pop("task"), meta.pop("evaluator"), **meta)
+    info.derive(onnx={"file": "model.onnx", "int8_file": "model.int8.onnx" if quantize else None, "opset": opset,
+                      "inputs": names, "parity_max_abs_diff": diff}).write(out)
     return report
 
 def _export_command(model: str, output: str, format: str = "onnx", quantize: bool = False, parity_data: str | None = None,
-                    opset: int = 18) -> dict:
+                    opset: int = 18, overwrite: bool = False) -> dict:
     """Args:
         model: the classification bundle to export
         output: the folder to write (a copy of the bundle with the exported model added)
@@ -127,13 +132,14 @@ def _export_command(model: str, output: str, format: str = "onnx", quantize: boo
         quantize: also write ONNX Runtime's dynamic int8 model
         parity_data: labelled data whose inputs the parity check runs on (default: built-in sentences)
         opset: the ONNX opset
+        overwrite: write into an --output folder that holds other files (they are kept)
     """
     if format != "onnx": raise UsageError(f"--format: only onnx is supported, got {format!r}")
-    return export_onnx(model, output, quantize, parity_data, opset)
+    return export_onnx(model, output, quantize, parity_data, opset, overwrite=overwrite)
 
 def cli_export(argv: list[str] | None = None) -> int:
     "Export a classification bundle to ONNX (with a parity check against PyTorch, optionally int8); prints one JSON line."
-    args = function_cli(_export_command, argv, "llmstart export", "Export a bundle to ONNX, checked against PyTorch; prints one JSON line.")
+    args = parse_command(_export_command, argv, "llmstart export", "Export a bundle to ONNX, checked against PyTorch; prints one JSON line.")
     print(json.dumps(_export_command(**args)))
     return 0
 
@@ -147,6 +153,7 @@ class TorchBackend:
     def __call__(self, enc: dict) -> np.ndarray:
         return self.model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.float().numpy()
 
+# %% ../nbs/06_deployment.ipynb #28b3d466
 class OnnxBackend:
     "Logits from the bundle's ONNX model (`export_onnx`) through ONNX Runtime on the CPU; `int8` picks the quantized one."
     name = "onnx"
@@ -168,6 +175,7 @@ class OnnxBackend:
     def __call__(self, enc: dict) -> np.ndarray:
         return self.session.run(None, {k: enc[k] for k in self.inputs})[0]
 
+# %% ../nbs/06_deployment.ipynb #91370d1d
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
 def load_backend(bundle, backend: str = "torch"):
@@ -196,6 +204,7 @@ class Example(BaseModel):
     def fields(self) -> tuple:
         return (self.text,) if self.text is not None else (self.premise, self.hypothesis)
 
+# %% ../nbs/06_deployment.ipynb #61cec87e
 class PredictRequest(Example):
     "A request: one example (`text`, or `premise` + `hypothesis`) or several as `inputs`."
     inputs: list[Example] | None = Field(None, min_length=1, max_length=MAX_INPUTS_HARD)
@@ -229,8 +238,8 @@ class ClassifierAPI(ls.LitAPI):
     def __init__(self, bundle: str, backend: str = "torch", max_batch_size: int = 16, batch_timeout: float = 0.01,
                  max_inputs: int = 64, max_text_chars: int = 2000, long_text: str = "reject", api_key: str | None = None):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict")
-        if long_text not in ("reject", "truncate"): raise UsageError(f"--long-text must be reject or truncate, got {long_text!r}")
-        if not 1 <= max_inputs <= MAX_INPUTS_HARD: raise UsageError(f"--max-inputs must be in 1..{MAX_INPUTS_HARD}, got {max_inputs}")
+        if long_text not in ("reject", "truncate"): raise UsageError(f"--long_text must be reject or truncate, got {long_text!r}")
+        if not 1 <= max_inputs <= MAX_INPUTS_HARD: raise UsageError(f"--max_inputs must be in 1..{MAX_INPUTS_HARD}, got {max_inputs}")
         if backend not in BACKENDS: raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.bundle, self.backend_name, self.max_inputs = str(bundle), backend, max_inputs
         self.max_text_chars, self.long_text, self.api_key = max_text_chars, long_text, api_key
@@ -260,7 +269,7 @@ class ClassifierAPI(ls.LitAPI):
         if longest > self.max_text_chars:
             if self.long_text == "reject":
                 raise HTTPException(413, f"a text of {longest} characters; the limit is {self.max_text_chars} "
-                                         "(or start the server with --long-text truncate)")
+                                         "(or start the server with --long_text truncate)")
             examples = [tuple(t[:self.max_text_chars] for t in e) for e in examples]
         return examples
 
@@ -285,6 +294,7 @@ class ClassifierAPI(ls.LitAPI):
         return {"predictions": [{"label": self.labels[int(p.argmax())],
                                  "probabilities": {l: round(float(q), 6) for l, q in zip(self.labels, p)}} for p in probs]}
 
+# %% ../nbs/06_deployment.ipynb #21aa041d
 def make_server(model: str, backend: str = "torch", max_batch_size: int = 16, batch_timeout: float = 0.01,
                 max_inputs: int = 64, max_text_chars: int = 2000, long_text: str = "reject", api_key: str | None = None,
                 max_body_bytes: int = 512_000, workers: int = 1):
@@ -301,6 +311,7 @@ def make_server(model: str, backend: str = "torch", max_batch_size: int = 16, ba
         return ls.LitServer(api, accelerator="cpu", workers_per_device=workers, timeout=60, max_payload_size=max_body_bytes,
                             model_metadata=metadata)
 
+# %% ../nbs/06_deployment.ipynb #b9281f72
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch", max_batch_size: int = 16,
           batch_timeout: float = 0.01, api_key: str | None = None, max_inputs: int = 64, max_text_chars: int = 2000,
           long_text: str = "reject", max_body_bytes: int = 512_000, workers: int = 1):
@@ -325,9 +336,10 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, backend: str = 
                          max_body_bytes, workers)
     server.run(host=host, port=port, generate_client_file=False)
 
+# %% ../nbs/06_deployment.ipynb #6291327d
 def cli_serve(argv: list[str] | None = None) -> int:
     "Serve a classification bundle over HTTP (LitServe): /predict, /health, /info, /docs; binds 127.0.0.1 unless told otherwise."
-    serve(**function_cli(serve, argv, "llmstart serve", "Serve a classification bundle over HTTP until Ctrl-C."))
+    serve(**parse_command(serve, argv, "llmstart serve", "Serve a classification bundle over HTTP until Ctrl-C."))
     return 0
 
 # %% ../nbs/06_deployment.ipynb #c94a4931
@@ -345,10 +357,12 @@ class Client:
     def info(self) -> dict: return self.http.get("/info").raise_for_status().json()
     def health(self) -> bool: return self.http.get("/health").status_code == 200
 
+# %% ../nbs/06_deployment.ipynb #d6adf011
 def request_body(inputs) -> dict:
     "The JSON body for texts or (premise, hypothesis) pairs."
     return {"inputs": [{"text": x} if isinstance(x, str) else {"premise": x[0], "hypothesis": x[1]} for x in inputs]}
 
+# %% ../nbs/06_deployment.ipynb #899f9963
 def load_test(url: str, bodies: Sequence[dict], requests: int = 200, concurrency: int = 32, api_key: str | None = None,
               timeout: float = 60) -> dict:
     """Send `requests` POSTs to `url`/predict from `concurrency` concurrent clients (cycling through `bodies`) and report
@@ -378,15 +392,18 @@ def load_test(url: str, bodies: Sequence[dict], requests: int = 200, concurrency
             "rps": round(requests / seconds, 1), "p50_ms": round(float(q[0]), 1), "p95_ms": round(float(q[1]), 1),
             "p99_ms": round(float(q[2]), 1), "seconds": round(seconds, 2), "responses": answers}
 
+# %% ../nbs/06_deployment.ipynb #92ae6ef5
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on now."
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
+# %% ../nbs/06_deployment.ipynb #f42a189a
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         return s.connect_ex((host, port)) == 0
 
+# %% ../nbs/06_deployment.ipynb #529b8f5f
 class ServerProcess:
     """`llmstart serve` in a background process group (for notebooks, tests and benchmarks): waits until /health answers;
     `stop()` (or leaving the `with` block) sends Ctrl-C to the whole group, then kills what is left, and checks the port is free.
@@ -396,7 +413,8 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "llmstart.cli", "serve", "--model", str(model), "--port", str(self.port)]
         for k, v in options.items(): args += [f"--{k.replace('_', '-')}", str(v)]
-        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"llmstart-serve-{self.port}.log"
+        self._logs = Path(tempfile.mkdtemp(prefix="llmstart-serve-"))   # removed by stop()
+        self.log = self._logs / f"serve-{self.port}.log"
         # the server must obey Ctrl-C even when this process ignores it (a job started with & in a script does: the
         # child would inherit that, and stop() would have to wait, then kill it)
         self.proc = subprocess.Popen(args, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -405,13 +423,16 @@ class ServerProcess:
         import httpx
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                why = self.log.read_text()[-3000:]
+                self.stop()
+                raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{why}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200: return
             except httpx.HTTPError: pass
             time.sleep(0.5)
+        why = self.log.read_text()[-3000:]
         self.stop()
-        raise TimeoutError(f"the server did not become healthy in {startup_timeout} s:\n{self.log.read_text()[-3000:]}")
+        raise TimeoutError(f"the server did not become healthy in {startup_timeout} s:\n{why}")
 
     def stop(self, timeout: float = 30) -> int:
         "Ctrl-C to the server's process group, then SIGKILL after `timeout`; returns the exit code."
@@ -426,6 +447,7 @@ class ServerProcess:
         for _ in range(50):
             if not port_in_use(self.port): break
             time.sleep(0.2)
+        shutil.rmtree(self._logs, ignore_errors=True)
         return self.proc.returncode
 
     def __enter__(self): return self

@@ -20,6 +20,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
+from .core import check_output, output_folder, parse_command
 from .data import load_corpus
 
 # %% auto #0
@@ -110,6 +111,7 @@ def sinusoidal_encoding(max_len: int, dim: int, base: float = 10000.0) -> torch.
     pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
     return pe.float()
 
+# %% ../nbs/01_embeddings.ipynb #7231ab2f
 class SinusoidalPositionalEncoding(nn.Module):
     "Adds fixed sinusoidal encodings to `(batch, seq, dim)` vectors."
     def __init__(self, dim: int, max_len: int = 4096):
@@ -119,6 +121,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         if x.shape[1] > self.pe.shape[0]: raise ValueError(f"sequence of {x.shape[1]} exceeds max_len {self.pe.shape[0]}")
         return x + self.pe[: x.shape[1]]
 
+# %% ../nbs/01_embeddings.ipynb #e3fa1e6a
 class LearnedPositionalEmbedding(nn.Module):
     "Adds a learned vector per position (up to `max_len`) to `(batch, seq, dim)` vectors."
     def __init__(self, dim: int, max_len: int = 512):
@@ -136,6 +139,7 @@ def words_of(text: str) -> list[str]:
     "Lowercased words of `text` (letters and digits, with inner apostrophes: \"o'er\", \"king's\")."
     return WORD_RE.findall(text.lower())
 
+# %% ../nbs/01_embeddings.ipynb #f3c81e89
 def skipgram_pairs(ids: np.ndarray, docs: np.ndarray, window: int, keep: np.ndarray,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(center, context) id pairs: occurrences kept with probability `keep[id]`, a window of random size 1..`window`
@@ -192,6 +196,7 @@ class SkipGramDataModule(L.LightningDataModule):
     def train_dataloader(self):
         return torch.utils.data.DataLoader(_PairBatches(self), batch_size=None)
 
+# %% ../nbs/01_embeddings.ipynb #2a1b2ae8
 class _PairBatches(torch.utils.data.IterableDataset):
     "Shuffled batches of a fresh sample of pairs each time it is iterated (each epoch)."
     def __init__(self, dm: SkipGramDataModule): self.dm, self.epoch = dm, 0
@@ -243,6 +248,7 @@ def nearest(vectors: torch.Tensor, vocab: Sequence[str], word: str, k: int = 8) 
     top = sims.topk(k)
     return [(vocab[i], round(float(s), 3)) for s, i in zip(top.values, top.indices)]
 
+# %% ../nbs/01_embeddings.ipynb #8addef09
 def cooccurrence_margin(vectors: torch.Tensor, centers: np.ndarray, contexts: np.ndarray, top: int = 2000,
                         n: int = 2000, seed: int = 0) -> dict:
     """Mean cosine similarity of the `n` most frequent co-occurring pairs among the `top` most frequent words, against
@@ -277,11 +283,13 @@ def word_in_context(model, tokenizer, sentence: str, word: str) -> torch.Tensor:
     hidden = model(**enc.to(model.device)).last_hidden_state[0]
     return hidden[mask.to(hidden.device)].mean(0).cpu()
 
+# %% ../nbs/01_embeddings.ipynb #17edfaa0
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     "Average the token vectors `(batch, seq, dim)` over the real tokens of each sequence (padding excluded)."
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
+# %% ../nbs/01_embeddings.ipynb #c49f40a1
 @torch.no_grad()
 def sentence_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 32, normalize: bool = True) -> torch.Tensor:
     "Mean-pooled sentence vectors `(len(texts), dim)`, unit length if `normalize` (what sentence-transformers does)."
@@ -295,7 +303,8 @@ def sentence_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int 
 # %% ../nbs/01_embeddings.ipynb #7889c2ea
 def build_tokenizer(source: str, output: str, kind: str = "bpe", vocab_size: int = 8000, min_frequency: int = 2,
                     lowercase: bool | None = None, by: str = "line", text_column: str = "text",
-                    split: str | None = None, name: str | None = None, model_max_length: int = 512) -> dict:
+                    split: str | None = None, name: str | None = None, model_max_length: int = 512,
+                    overwrite: bool = False) -> dict:
     """Train a tokenizer on a corpus and save it with `save_pretrained`.
 
     Args:
@@ -310,17 +319,20 @@ def build_tokenizer(source: str, output: str, kind: str = "bpe", vocab_size: int
         split: the hub split to read (default: train)
         name: the hub data set's configuration name
         model_max_length: the longest sequence models using it accept
+        overwrite: save into an `output` folder that holds other files (they are kept)
     """
+    check_output(output, "tokenizer", overwrite)   # before the training, not after
     corpus = load_corpus(source, by=by, text_column=text_column, split=split, name=name)
     tok = train_tokenizer(corpus, kind, vocab_size=vocab_size, min_frequency=min_frequency, lowercase=lowercase,
                           model_max_length=model_max_length)
-    tok.save_pretrained(output)
+    with output_folder(output, "tokenizer", overwrite): tok.save_pretrained(output)
     return {"output": str(output), "kind": kind, "vocab_size": len(tok), "documents": corpus.num_rows,
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in tokenizer_stats(tok, corpus["text"][:2000]).items()}}
 
+# %% ../nbs/01_embeddings.ipynb #a1055eec
 def cli_tokenizer(argv: list[str] | None = None) -> int:
     "Train a BPE, WordPiece, char or word tokenizer on a corpus and save it (prints one JSON line)."
-    from jsonargparse import CLI
-    print(json.dumps(CLI(build_tokenizer, args=argv, as_positional=True, prog="llmstart tokenizer",
-                         description="Train a tokenizer on a corpus and save it for AutoTokenizer.from_pretrained.")))
+    args = parse_command(build_tokenizer, argv, "llmstart tokenizer", positional=True,
+                         description="Train a tokenizer on a corpus and save it for AutoTokenizer.from_pretrained.")
+    print(json.dumps(build_tokenizer(**args)))
     return 0

@@ -18,9 +18,11 @@ import torchmetrics
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from .data import (MINILM_HUB_ID, ClassificationDataModule, DataError, UsageError, classification_loader,
-                           label_names, load_classification, load_pretrained, text_columns_of, tokenize_classification)
-from .training import Recipe, bundle_function, fit, make_trainer, read_bundle, save_bundle
+from .core import DataError, UsageError, load_pretrained
+from .data import (KNOWN_SCHEMAS, MINILM_HUB_ID, ClassificationDataModule, classification_loader, label_names,
+                           load_classification, text_columns_of, tokenize_classification)
+from .bundle import bundle_function, read_bundle, save_bundle
+from .training import Recipe, fit, make_trainer
 
 # %% auto #0
 __all__ = ['classification_metrics', 'Classifier', 'BiLSTMClassifier', 'load_encoder_classifier', 'trainable_parameters',
@@ -38,6 +40,7 @@ def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
         "recall": MulticlassRecall(num_classes, average=None),
         "confusion": MulticlassConfusionMatrix(num_classes)})
 
+# %% ../nbs/04_finetuning.ipynb #cf7c6707
 class Classifier(Recipe):
     """A `Recipe` for classifiers: `forward_loss` returns `_logits` and `_labels`, validation computes
     `classification_metrics` over the whole set and logs accuracy and macro-F1 (`last_metrics` keeps all of them)."""
@@ -101,10 +104,12 @@ def load_encoder_classifier(backbone: str, labels: Sequence[str], lora: bool = F
         model = get_peft_model(model, config)
     return model
 
+# %% ../nbs/04_finetuning.ipynb #43940201
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     "(trainable, total) parameter counts."
     return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
 
+# %% ../nbs/04_finetuning.ipynb #3d31dedc
 class SequenceClassifier(Classifier):
     """Fine-tune a Hugging Face encoder for classification of single texts or sentence pairs, fully or with LoRA.
 
@@ -131,7 +136,8 @@ class SequenceClassifier(Classifier):
         if self.label_names is None: self.label_names = list(dm.label_names)
         elif list(dm.label_names) != self.label_names:
             raise UsageError(f"the model's labels {self.label_names} differ from the data's {dm.label_names}")
-        self.data_info = {"text_columns": list(dm.text_columns), "max_length": dm.hparams.max_length}
+        self.data_info = {"text_columns": list(dm.text_columns), "label_column": dm.hparams.label_column,
+                          "max_length": dm.hparams.max_length}
 
     def configure_model(self):
         if self.model is not None: return
@@ -147,13 +153,20 @@ class SequenceClassifier(Classifier):
         loss = F.cross_entropy(logits, batch["labels"])
         return {"loss": loss, "n": len(logits), "_logits": logits, "_labels": batch["labels"]}
 
+    def bundle_summary(self) -> dict: return {"labels": self.label_names}
+
     def merged_model(self):
         "The model for inference: LoRA updates merged into the weights (a copy), or the model itself."
         return copy.deepcopy(self.model).merge_and_unload() if self.hparams.lora else self.model
 
-    def save_bundle(self, path: str | Path, tokenizer, **info) -> Path:
-        "Write the classifier (LoRA merged) as a bundle that `evaluate_classifier`, `predict` and the server read."
+    def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
+        """Write the classifier (LoRA merged) as a bundle that `evaluate_classifier`, `predict` and the server read;
+        `tokenizer` defaults to the training data's."""
         h = self.hparams
+        if tokenizer is None:
+            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            if dm is None: raise UsageError("pass the tokenizer: this model was not trained with a data module")
+            tokenizer = dm.tokenizer
         return save_bundle(path, self.merged_model(), tokenizer, task="classification",
                            evaluator="llmstart.finetuning:evaluate_classifier", labels=self.label_names,
                            backbone=str(h.backbone), lora=h.lora, **self.data_info, **info)
@@ -168,6 +181,7 @@ def load_classifier(bundle: str | Path):
     model = AutoModelForSequenceClassification.from_pretrained(str(bundle), use_safetensors=True).eval()
     return model, AutoTokenizer.from_pretrained(str(bundle)), info
 
+# %% ../nbs/04_finetuning.ipynb #e5de2735
 @torch.no_grad()
 def _logits(model, tokenizer, ds, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Logits and labels of a tokenized data set, in data set order, batched by length as in validation."
@@ -200,11 +214,16 @@ def predict(model, inputs: Sequence[str] | Sequence[tuple[str, str]], tokenizer=
     names = [model.config.id2label[i] for i in range(probs.shape[-1])]
     return [{"label": names[int(p.argmax())], "probabilities": {n: round(float(q), 4) for n, q in zip(names, p)}} for p in probs]
 
+# %% ../nbs/04_finetuning.ipynb #586fa874
 def evaluate_classifier(bundle: str | Path, data: str, batch_size: int = 32, limit: int | None = None,
-                        skip_bad: bool = False) -> dict:
-    "Accuracy, macro-F1 and per-class precision / recall of a classification bundle on a labelled data file (or hub id)."
+                        skip_bad: bool = False, text_columns: list[str] | None = None, label_column: str | None = None) -> dict:
+    """Accuracy, macro-F1 and per-class precision / recall of a classification bundle on a labelled data file (or hub id).
+    The columns default to the ones the model was trained on, when they were not the usual names."""
     model, tokenizer, info = load_classifier(bundle)
-    ds = load_classification(data, labels=info["labels"], skip_bad=skip_bad)
+    trained = tuple(info.get("text_columns") or ())
+    ds = load_classification(data, labels=info["labels"], skip_bad=skip_bad,
+                             text_columns=text_columns or (list(trained) if trained and trained not in KNOWN_SCHEMAS else None),
+                             label_column=label_column or info.get("label_column") or "label")
     want, got = len(info.get("text_columns", [])), len(text_columns_of(ds))
     if want and want != got:
         kind = lambda k: "sentence pairs" if k == 2 else "single texts"
@@ -221,26 +240,25 @@ def evaluate_classifier(bundle: str | Path, data: str, batch_size: int = 32, lim
 def cli_finetune(argv: list[str] | None = None) -> int:
     "Fine-tune an encoder (hub id, folder or pretraining bundle) on labelled texts or pairs; writes a bundle."
     import sys
-    from lightning.pytorch.cli import LightningCLI
+    from llmstart.core import check_output
+    from llmstart.training import TrainingCLI, run_command
 
-    class FinetuneCLI(LightningCLI):
+    class FinetuneCLI(TrainingCLI):
         def add_arguments_to_parser(self, parser):
-            parser.add_argument("--output", type=str | None, default=None,
-                                help="the bundle folder to write at the end (default: <trainer.output_dir>/bundle)")
+            super().add_arguments_to_parser(parser)
             parser.link_arguments("model.backbone", "data.tokenizer")
             parser.link_arguments("data.labels", "model.labels")
+        def before_instantiate_classes(self):
+            # the run's checkpoints live with its output: --output B trains in B (B/checkpoints) and writes the bundle there
+            cfg = self.config
+            if cfg["trainer.output_dir"] is None: cfg["trainer.output_dir"] = cfg["output"] or "runs/finetune"
+            check_output(cfg["trainer.output_dir"], "finetune", cfg["overwrite"], "--output" if cfg["output"] else "--trainer.output_dir")
 
     cli = FinetuneCLI(SequenceClassifier, ClassificationDataModule, trainer_class=make_trainer, run=False,
                       args=list(sys.argv[2:] if argv is None else argv), seed_everything_default=0,
                       auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
-                      trainer_defaults={"max_epochs": 3, "output_dir": "runs/finetune", "monitor": "val_loss"},
+                      trainer_defaults={"max_epochs": 3, "output_dir": None, "monitor": "val_loss"},
                       parser_kwargs={"prog": "llmstart finetune",
                                      "description": "Fine-tune an encoder on labelled texts or sentence pairs; writes a bundle."})
-    trainer, model = cli.trainer, cli.model
-    fit(trainer, model, cli.datamodule)
-    if trainer.is_global_zero:
-        output = Path(cli.config["output"] or Path(cli.config["trainer.output_dir"]) / "bundle")
-        metrics = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
-        model.save_bundle(output, cli.datamodule.tokenizer, metrics=metrics, steps=trainer.global_step)
-        print(json.dumps({"bundle": str(output), "steps": trainer.global_step, "labels": model.label_names, **metrics}))
+    run_command(cli, "finetune")
     return 0

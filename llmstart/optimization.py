@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -21,16 +21,19 @@ from torch import nn
 from torch.nn.utils import prune
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from .data import ClassificationDataModule, UsageError, load_classification, text_columns_of
+from .core import UsageError, check_output, output_folder, parse_command, scratch
+from .data import ClassificationDataModule, labelled_examples, load_classification, text_columns_of
 from .finetuning import Classifier, SequenceClassifier, evaluate_classifier, load_classifier
-from .training import fit, function_cli, make_trainer, read_bundle, save_bundle, write_bundle_info
+from .bundle import BundleInfo, read_bundle, save_bundle
+from .training import fit, make_trainer
 
 # %% auto #0
 __all__ = ['REDUCE_RANGE', 'INT8_LOADER', 'METHODS', 'count_parameters', 'weights_mb', 'tokenize_batches', 'latency_ms',
            'backend_latency_ms', 'measure', 'encoder_layers', 'prunable_weights', 'magnitude_prune', 'make_permanent',
            'sparsity_of', 'prune_ffn_neurons', 'Int8Linear', 'input_absmax', 'calibration_batches', 'quantize_int8',
            'save_int8_bundle', 'load_int8_classifier', 'distillation_loss', 'student_layer_ids', 'make_student',
-           'Distiller', 'compress', 'cli_compress']
+           'Distiller', 'CompressOptions', 'compress_int8', 'compress_prune', 'compress_distill', 'compress',
+           'cli_compress']
 
 # %% ../nbs/05_optimization.ipynb #39d780c0
 def count_parameters(model: nn.Module) -> int:
@@ -43,21 +46,18 @@ def count_parameters(model: nn.Module) -> int:
         elif isinstance(m, nnq.Embedding): n += m.weight().numel()
     return n
 
+# %% ../nbs/05_optimization.ipynb #7ebf3f73
 def weights_mb(bundle: str | Path) -> float:
     "Size of a bundle's weight files (safetensors) in MB."
     return sum(f.stat().st_size for f in Path(bundle).glob("*.safetensors")) / 1e6
 
-def _examples(data: str, labels, n: int):
-    ds = load_classification(data, labels=labels)
-    ds = ds.select(range(min(n, ds.num_rows)))
-    cols = text_columns_of(ds)
-    return [tuple(r[c] for c in cols) for r in ds]
-
+# %% ../nbs/05_optimization.ipynb #03f0f6de
 def tokenize_batches(tokenizer, examples: Sequence, batch_size: int, max_length: int = 128, tensors: str = "pt") -> list[dict]:
     "`examples` (texts or pairs) tokenized in batches of `batch_size`, in the order given, each padded to its longest."
     return [dict(tokenizer(*zip(*examples[i:i + batch_size]), truncation=True, max_length=max_length, padding=True,
                            return_tensors=tensors)) for i in range(0, len(examples), batch_size)]
 
+# %% ../nbs/05_optimization.ipynb #54f1f5b5
 def _ms_per_example(run, batches: list, n: int, warmup: int) -> float:
     for b in batches[:warmup]: run(b)
     start = time.perf_counter()
@@ -71,6 +71,7 @@ def latency_ms(model, tokenizer, examples: Sequence, batch_size: int, max_length
     return _ms_per_example(lambda b: model(**b), tokenize_batches(tokenizer, examples, batch_size, max_length),
                            len(examples), warmup)
 
+# %% ../nbs/05_optimization.ipynb #b079dd15
 def backend_latency_ms(backend, examples: Sequence, batch_size: int = 32, max_length: int = 128, warmup: int = 2) -> float:
     """`latency_ms` for an inference backend of chapter 6 (a callable on a dict of int64 NumPy arrays that has a
     `tokenizer`, such as ONNX Runtime's), so that backends are timed on the same batches as PyTorch models."""
@@ -78,10 +79,11 @@ def backend_latency_ms(backend, examples: Sequence, batch_size: int = 32, max_le
                for b in tokenize_batches(backend.tokenizer, examples, batch_size, max_length, tensors="np")]
     return _ms_per_example(backend, batches, len(examples), warmup)
 
+# %% ../nbs/05_optimization.ipynb #9971661a
 def measure(bundle: str | Path, data: str, variant: str | None = None, latency_examples: int = 256) -> dict:
     "Parameters, weight-file size, CPU latency per example at batch 1 and 32, accuracy and macro-F1 of a classification bundle."
     model, tokenizer, info = load_classifier(bundle)
-    ex = _examples(data, info["labels"], latency_examples)
+    ex = labelled_examples(data, info["labels"], latency_examples)
     ev = evaluate_classifier(bundle, data)
     row = {"variant": variant or Path(bundle).name, "parameters": count_parameters(model),
            "size_mb": round(weights_mb(bundle), 2),
@@ -98,10 +100,12 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
         if isinstance(m, nn.ModuleList) and len(m) == n: return m
     raise UsageError(f"cannot find the {n} transformer layers of this {type(model).__name__}")
 
+# %% ../nbs/05_optimization.ipynb #c1ebbab8
 def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
     "(module, 'weight') for every `nn.Linear` inside the transformer layers; embeddings, pooler and head stay dense."
     return [(m, "weight") for layer in encoder_layers(model) for m in layer.modules() if isinstance(m, nn.Linear)]
 
+# %% ../nbs/05_optimization.ipynb #4c2a0daa
 def magnitude_prune(model: nn.Module, sparsity: float, permanent: bool = True) -> nn.Module:
     """Global unstructured magnitude pruning (`torch.nn.utils.prune.global_unstructured`, L1): zero the `sparsity` fraction
     of the smallest weights, ranked across all `prunable_weights` together. With `permanent=False` the masks stay as
@@ -111,6 +115,7 @@ def magnitude_prune(model: nn.Module, sparsity: float, permanent: bool = True) -
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=sparsity)
     return make_permanent(model) if permanent else model
 
+# %% ../nbs/05_optimization.ipynb #709ef13f
 def make_permanent(model: nn.Module) -> nn.Module:
     "Fold pruning masks into the weights and remove the reparametrization."
     for m in model.modules():
@@ -118,6 +123,7 @@ def make_permanent(model: nn.Module) -> nn.Module:
             prune.remove(m, name)
     return model
 
+# %% ../nbs/05_optimization.ipynb #f337c6db
 def sparsity_of(model: nn.Module) -> float:
     "The fraction of exact zeros in the prunable weights."
     ws = [getattr(m, n) for m, n in prunable_weights(model)]
@@ -168,6 +174,7 @@ class Int8Linear(nnqd.Linear):
 
     def _get_name(self): return "Int8Linear"
 
+# %% ../nbs/05_optimization.ipynb #a1217025
 @torch.inference_mode()
 def input_absmax(model: nn.Module, batches) -> dict[str, torch.Tensor]:
     "The largest |input| each `nn.Linear` of `model` sees, per input channel, over `batches` (dicts of model inputs)."
@@ -185,10 +192,12 @@ def input_absmax(model: nn.Module, batches) -> dict[str, torch.Tensor]:
         for h in hooks: h.remove()
     return amax
 
+# %% ../nbs/05_optimization.ipynb #ed6ab387
 def calibration_batches(tokenizer, examples: Sequence, batch_size: int = 32, max_length: int = 128) -> list[dict]:
     "Tokenized batches of `examples` (texts or pairs) to calibrate quantization on."
     return tokenize_batches(tokenizer, examples, batch_size, max_length)
 
+# %% ../nbs/05_optimization.ipynb #63d06024
 def quantize_int8(model: nn.Module, calibration=None, smooth: float = 0.8, backend: str = "torch.ao") -> nn.Module:
     """A dynamically quantized int8 copy of `model` for CPU inference.
 
@@ -231,7 +240,7 @@ def quantize_int8(model: nn.Module, calibration=None, smooth: float = 0.8, backe
 # %% ../nbs/05_optimization.ipynb #892a0609
 INT8_LOADER = "llmstart.optimization:load_int8_classifier"
 
-def save_int8_bundle(qmodel: nn.Module, tokenizer, path: str | Path, info: dict) -> Path:
+def save_int8_bundle(qmodel: nn.Module, tokenizer, path: str | Path, info: BundleInfo | dict) -> Path:
     """Write a `quantize_int8` (torch.ao) model as a bundle: the int8 / uint8 weights with their per-channel scales and zero
     points in `model.safetensors`, the rest in float; `llmstart.json` names the loader that rebuilds it."""
     from safetensors.torch import save_file
@@ -255,13 +264,13 @@ def save_int8_bundle(qmodel: nn.Module, tokenizer, path: str | Path, info: dict)
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     qmodel.config.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    meta = {k: v for k, v in info.items() if k not in ("loader", "created", "llmstart_version", "metrics", "steps")}
-    meta |= {"loader": INT8_LOADER, "quantization": {"scheme": "int8 dynamic (torch.ao), per-channel weights",
-                                                     "smoothed": any(k.endswith(".input_scale") for k in tensors),
-                                                     "linear": linear, "embedding": embedding}}
-    write_bundle_info(path, meta.pop("task"), meta.pop("evaluator"), **meta)
+    info = info if isinstance(info, BundleInfo) else BundleInfo.from_dict(info)
+    info.derive(drop=["metrics", "steps"], loader=INT8_LOADER,
+                quantization={"scheme": "int8 dynamic (torch.ao), per-channel weights", "linear": linear, "embedding": embedding,
+                              "smoothed": any(k.endswith(".input_scale") for k in tensors)}).write(path)
     return path
 
+# %% ../nbs/05_optimization.ipynb #101d4157
 def load_int8_classifier(bundle: str | Path):
     "(model, tokenizer, info) of a bundle written by `save_int8_bundle`: the quantized modules rebuilt from their int8 weights exactly."
     from safetensors.torch import load_file
@@ -305,6 +314,7 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
     hard = F.cross_entropy(student_logits, labels)
     return alpha * soft + (1 - alpha) * hard, soft, hard
 
+# %% ../nbs/05_optimization.ipynb #e84b341a
 def student_layer_ids(n_teacher: int, layers: int | Sequence[int] | None = None) -> list[int]:
     "Which teacher layers initialise the student: `layers` given as indices, or that many spread evenly (default: every other one)."
     if layers is None: layers = max(1, n_teacher // 2)
@@ -315,6 +325,7 @@ def student_layer_ids(n_teacher: int, layers: int | Sequence[int] | None = None)
     if not ids or ids[0] < 0 or ids[-1] >= n_teacher: raise UsageError(f"layer indices must be in 0..{n_teacher - 1}, got {list(layers)}")
     return ids
 
+# %% ../nbs/05_optimization.ipynb #0a5ecc30
 def make_student(teacher: nn.Module, layers: int | Sequence[int] | None = None) -> nn.Module:
     "A copy of `teacher` that keeps only some of its transformer layers (DistilBERT-style initialisation); the rest is shared."
     student = copy.deepcopy(teacher)
@@ -364,28 +375,108 @@ class Distiller(Classifier):
         loss, soft, hard = distillation_loss(s, t, batch["labels"], h.temperature, h.alpha)
         return {"loss": loss, "soft": soft.detach(), "hard": hard.detach(), "n": len(s), "_logits": s, "_labels": batch["labels"]}
 
-    def save_bundle(self, path: str | Path, tokenizer, **info) -> Path:
+    def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
+        "Write the student as a classification bundle; `tokenizer` defaults to the teacher's."
         h, t = self.hparams, self.teacher_info
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(h.teacher))
         return save_bundle(path, self.student, tokenizer, task="classification", evaluator="llmstart.finetuning:evaluate_classifier",
                            labels=self.label_names, text_columns=t.get("text_columns"), max_length=t.get("max_length", 128),
                            distilled_from=str(h.teacher), student_layers=self.layer_ids, temperature=h.temperature,
                            alpha=h.alpha, **info)
 
 # %% ../nbs/05_optimization.ipynb #f0c71860
-METHODS = ("int8", "prune", "distill")
+@dataclass
+class CompressOptions:
+    "The settings of a `compress` run that its methods read (see `compress` for each)."
+    train_data: str | None = None
+    val_data: str | None = None
+    eval_data: str | None = None
+    sparsity: float = 0.5
+    structured: float = 0.0
+    layers: int | None = None
+    temperature: float = 2.0
+    alpha: float = 0.5
+    epochs: int = 1
+    lr: float | None = None
+    batch_size: int = 32
+    smooth: float = 0.0
+    calibration_data: str | None = None
+    progress_bar: bool = False
 
-def _finetune(module, data: ClassificationDataModule, epochs: int, work_dir: Path, progress_bar: bool):
-    trainer = make_trainer(work_dir, max_epochs=epochs, logger=False, progress_bar=progress_bar, monitor=None,
+    def data(self, bundle: Path, info: dict) -> ClassificationDataModule:
+        "The training data, tokenized for the bundle, with its labels."
+        return ClassificationDataModule(self.train_data, self.val_data, tokenizer=str(bundle), labels=info["labels"],
+                                        batch_size=self.batch_size, max_length=info.get("max_length", 128))
+
+# %% ../nbs/05_optimization.ipynb #84182c7a
+def _finetune(module, data: ClassificationDataModule, o: CompressOptions, work_dir: Path):
+    trainer = make_trainer(work_dir, max_epochs=o.epochs, logger=False, progress_bar=o.progress_bar, monitor=None,
                            enable_model_summary=False, num_sanity_val_steps=0,
                            limit_val_batches=None if data.hparams.val_file else 0)
     fit(trainer, module, data, resume=False)
     return module
 
+def compress_int8(current: Path, out: Path, info: dict, o: CompressOptions, work: Path) -> dict:
+    "int8 weights (`quantize_int8`), smoothed and calibrated when `o.smooth` > 0; written as an int8 bundle."
+    fmodel, tok, _ = load_classifier(current)
+    source = (o.calibration_data or o.train_data or o.eval_data) if o.smooth else None
+    calib = calibration_batches(tok, labelled_examples(source, info["labels"], 256), max_length=info.get("max_length", 128)) if source else None
+    save_int8_bundle(quantize_int8(fmodel, calib, o.smooth), tok, out,
+                     info.derive(compressed_from=str(current), calibration_data=source, smooth=o.smooth))
+    return {}
+
+# %% ../nbs/05_optimization.ipynb #768540b6
+def compress_prune(current: Path, out: Path, info: dict, o: CompressOptions, work: Path) -> dict:
+    "Structured and / or magnitude pruning, then (with training data) a recovery fine-tune; the zeros made permanent."
+    clf = SequenceClassifier(str(current), labels=info["labels"], lr=o.lr or 5e-5)
+    if o.structured: prune_ffn_neurons(clf.model, o.structured)
+    if o.sparsity: magnitude_prune(clf.model, o.sparsity, permanent=False)
+    if o.train_data: _finetune(clf, o.data(current, info), o, work)
+    else: clf.data_info = {k: info[k] for k in ("text_columns", "max_length") if k in info}
+    make_permanent(clf.model)
+    clf.save_bundle(out, AutoTokenizer.from_pretrained(str(current)), pruned_from=str(current), sparsity=o.sparsity,
+                    ffn_pruned=o.structured, recovered=bool(o.train_data))
+    return {"sparsity": round(sparsity_of(clf.model), 4)}
+
+# %% ../nbs/05_optimization.ipynb #7d2396f6
+def compress_distill(current: Path, out: Path, info: dict, o: CompressOptions, work: Path) -> dict:
+    "A student with fewer layers (`Distiller`) trained on the teacher's soft targets and the labels."
+    dist = Distiller(str(current), student_layers=o.layers, temperature=o.temperature, alpha=o.alpha, lr=o.lr or 3e-4)
+    _finetune(dist, o.data(current, info), o, work)
+    dist.save_bundle(out, AutoTokenizer.from_pretrained(str(current)))
+    return {"layers": len(dist.layer_ids)}
+
+# %% ../nbs/05_optimization.ipynb #d178414c
+METHODS = {"int8": compress_int8, "prune": compress_prune, "distill": compress_distill}
+
+def _plan(model: str, method: str, output: Path, o: CompressOptions, overwrite: bool) -> tuple[list[str], list[Path]]:
+    "The methods of `method` and their output folders, every option and folder checked before any work."
+    methods = [m.strip() for m in method.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if not methods or bad: raise UsageError(f"--method must be {', '.join(METHODS)}, or several joined by commas; got {method!r}")
+    if "int8" in methods[:-1]: raise UsageError("int8 must come last: pruning and distillation train a float model")
+    if "distill" in methods and not o.train_data: raise UsageError("distill needs --train_data, the labelled data the student learns on")
+    for name, value in [("sparsity", o.sparsity), ("structured", o.structured)]:
+        if not 0 <= value < 1: raise UsageError(f"--{name}: {name} must be in [0, 1), got {value}")
+    if read_bundle(model).get("loader"): raise UsageError(f"{model} is already compressed; start from a float classification bundle")
+    outputs = [output if i == len(methods) - 1 else output.with_name(f"{output.name}-{m}") for i, m in enumerate(methods)]
+    if any(o_.resolve() == Path(model).resolve() for o_ in outputs): raise UsageError(f"--output {output} would overwrite the input bundle")
+    for o_ in outputs: check_output(o_, "compress", overwrite)
+    return methods, outputs
+
+def _compared(row: dict, original: dict) -> dict:
+    "`row` with its size, speed and accuracy relative to the original's."
+    return row | {"size_x": round(original["size_mb"] / row["size_mb"], 2),
+                  "speedup_b1": round(original["latency_ms_b1"] / row["latency_ms_b1"], 2),
+                  "speedup_b32": round(original["latency_ms_b32"] / row["latency_ms_b32"], 2),
+                  "accuracy_delta": round(row["accuracy"] - original["accuracy"], 5)}
+
 def compress(model: str, method: str, eval_data: str, output: str, train_data: str | None = None,
              val_data: str | None = None, sparsity: float | None = None, structured: float = 0.0,
              layers: int | None = None, temperature: float = 2.0, alpha: float = 0.5, epochs: int = 1,
-             lr: float | None = None, batch_size: int = 32, smooth: float = 0.0, calibration_data: str | None = None, latency_examples: int = 256, seed: int = 0,
-             progress_bar: bool = False, report=print) -> list[dict]:
+             lr: float | None = None, batch_size: int = 32, smooth: float = 0.0, calibration_data: str | None = None,
+             latency_examples: int = 256, seed: int = 0, progress_bar: bool = False, overwrite: bool = False,
+             report=print) -> list[dict]:
     """Compress the classification bundle `model` and measure it: one row per variant (the original, then each method's
     result), each with parameters, weight-file size, CPU latency per example at batch 1 and 32, accuracy and macro-F1 on
     `eval_data`, all measured in this run. Methods chain left to right (`distill,int8`); the last one's bundle is `output`,
@@ -412,68 +503,30 @@ def compress(model: str, method: str, eval_data: str, output: str, train_data: s
         latency_examples: how many evaluation examples the latency is measured on
         seed: the training seed
         progress_bar: show training progress bars
+        overwrite: write into output folders that hold other files (they are kept)
         report: called with each row as soon as it is measured
     """
     import lightning as L
-    methods = [m.strip() for m in method.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if not methods or bad: raise UsageError(f"--method must be {', '.join(METHODS)}, or several joined by commas; got {method!r}")
-    if "int8" in methods[:-1]: raise UsageError("int8 must come last: pruning and distillation train a float model")
-    if "distill" in methods and not train_data: raise UsageError("distill needs --train-data, the labelled data the student learns on")
     if sparsity is None: sparsity = 0.0 if structured else 0.5
-    for name, value in [("sparsity", sparsity), ("structured", structured)]:
-        if not 0 <= value < 1: raise UsageError(f"--{name}: {name} must be in [0, 1), got {value}")
-    if read_bundle(model).get("loader"): raise UsageError(f"{model} is already compressed; start from a float classification bundle")
-    rows, output = [], Path(output)
-    outputs = [output if i == len(methods) - 1 else output.with_name(f"{output.name}-{m}") for i, m in enumerate(methods)]
-    if any(o.resolve() == Path(model).resolve() for o in outputs): raise UsageError(f"--output {output} would overwrite the input bundle")
-    def add(row):
-        if rows:
-            o = rows[0]
-            row |= {"size_x": round(o["size_mb"] / row["size_mb"], 2), "speedup_b1": round(o["latency_ms_b1"] / row["latency_ms_b1"], 2),
-                    "speedup_b32": round(o["latency_ms_b32"] / row["latency_ms_b32"], 2),
-                    "accuracy_delta": round(row["accuracy"] - o["accuracy"], 5)}
-        rows.append(row); report(row)
-    add(measure(model, eval_data, "original", latency_examples))
+    opts = CompressOptions(train_data, val_data, eval_data, sparsity, structured, layers, temperature, alpha, epochs, lr,
+                           batch_size, smooth, calibration_data, progress_bar)
+    methods, outputs = _plan(model, method, Path(output), opts, overwrite)
+    rows = [measure(model, eval_data, "original", latency_examples)]
+    report(rows[0])
     current = Path(model)
-    for i, m in enumerate(methods):
-        out = outputs[i]
-        info = read_bundle(current)
+    for i, (m, out) in enumerate(zip(methods, outputs)):
         L.seed_everything(seed, verbose=False)
-        with tempfile.TemporaryDirectory() as work:
-            if m == "int8":
-                fmodel, tok, _ = load_classifier(current)
-                source = (calibration_data or train_data or eval_data) if smooth else None
-                calib = calibration_batches(tok, _examples(source, info["labels"], 256), max_length=info.get("max_length", 128)) if smooth else None
-                save_int8_bundle(quantize_int8(fmodel, calib, smooth), tok, out,
-                                 info | {"compressed_from": str(current), "calibration_data": source, "smooth": smooth})
-                extra = {}
-            elif m == "prune":
-                clf = SequenceClassifier(str(current), labels=info["labels"], lr=lr or 5e-5)
-                if structured: prune_ffn_neurons(clf.model, structured)
-                if sparsity: magnitude_prune(clf.model, sparsity, permanent=False)
-                data = ClassificationDataModule(train_data, val_data, tokenizer=str(current), labels=info["labels"],
-                                                batch_size=batch_size, max_length=info.get("max_length", 128)) if train_data else None
-                if data is not None: _finetune(clf, data, epochs, Path(work), progress_bar)
-                make_permanent(clf.model)
-                if data is None: clf.data_info = {k: info[k] for k in ("text_columns", "max_length") if k in info}
-                clf.save_bundle(out, AutoTokenizer.from_pretrained(str(current)), pruned_from=str(current), sparsity=sparsity,
-                                ffn_pruned=structured, recovered=bool(train_data))
-                extra = {"sparsity": round(sparsity_of(clf.model), 4)}
-            else:
-                dist = Distiller(str(current), student_layers=layers, temperature=temperature, alpha=alpha, lr=lr or 3e-4)
-                data = ClassificationDataModule(train_data, val_data, tokenizer=str(current), labels=info["labels"],
-                                                batch_size=batch_size, max_length=info.get("max_length", 128))
-                _finetune(dist, data, epochs, Path(work), progress_bar)
-                dist.save_bundle(out, AutoTokenizer.from_pretrained(str(current)))
-                extra = {"layers": len(dist.layer_ids)}
-        add(measure(out, eval_data, f"{rows[-1]['variant']}+{m}" if i else m, latency_examples) | extra)
+        with scratch() as work, output_folder(out, "compress", overwrite):
+            extra = METHODS[m](current, out, read_bundle(current), opts, work)
+        row = measure(out, eval_data, f"{rows[-1]['variant']}+{m}" if i else m, latency_examples) | extra
+        rows.append(_compared(row, rows[0])); report(row)
         current = out
     return rows
 
+# %% ../nbs/05_optimization.ipynb #6e7f085c
 def cli_compress(argv: list[str] | None = None) -> int:
     "Compress a classification bundle (int8, prune, distill, or a chain) and print one JSON line per variant, measured in this run."
-    args = function_cli(compress, argv, "llmstart compress",
+    args = parse_command(compress, argv, "llmstart compress",
                         "Compress a classification bundle; prints one JSON line per variant, the original first.", skip=["report"])
     compress(**args, report=lambda row: print(json.dumps(row), flush=True))
     return 0

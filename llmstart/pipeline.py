@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import shutil
 import sys
 import time
 import warnings
@@ -19,14 +18,15 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from .data import (UsageError, label_names, load_classification, load_corpus, resolve_source, split_documents,
-                           text_columns_of)
+from .core import UsageError, output_folder, parse_command
+from .data import (label_names, labelled_examples, load_classification, load_corpus, resolve_source, split_documents, text_columns_of)
 from .deployment import Client, ServerProcess, export_onnx, load_backend, port_in_use
 from .embeddings import tokenizer_stats, train_tokenizer
 from .finetuning import SequenceClassifier, predict
 from .optimization import backend_latency_ms, compress, measure, weights_mb
 from .pretraining import recipe_config
-from .training import fit, function_cli, make_trainer, read_bundle
+from .bundle import read_bundle
+from .training import fit, make_trainer
 
 # %% auto #0
 __all__ = ['SCALES', 'STAGES', 'REPORT_COLUMNS', 'PipelineConfig', 'recipe_corpus', 'local_pairs', 'check_labelled', 'Progress',
@@ -90,6 +90,7 @@ def recipe_corpus(recipe: dict):
     if d.get("val_split"): return load(d.get("split")), load(d["val_split"])
     return split_documents(load(d.get("split")), d.get("val_fraction", 0.1), d.get("seed", 0))
 
+# %% ../nbs/08_pipeline.ipynb #3389e98f
 def local_pairs(spec: str, folder: str | Path) -> str:
     """A labelled source as a file the stages read: a file or bundled sample as it is; a hub data set
     (`id` or `id:split`, default split train) written to `folder` as JSON lines with label names."""
@@ -104,6 +105,7 @@ def local_pairs(spec: str, folder: str | Path) -> str:
         for r in ds: f.write(json.dumps({**{c: r[c] for c in cols}, "label": names[r["label"]]}) + "\n")
     return str(path)
 
+# %% ../nbs/08_pipeline.ipynb #318b94d0
 def check_labelled(files: dict) -> None:
     "Read every labelled file once, with the rules training uses: a bad row, or a label training never sees, is an error now."
     names = label_names(load_classification(files["train"]))
@@ -153,12 +155,14 @@ class Progress:
             print(f"{self.label(stage)} {what}" if failed else f"{self.label(stage)} done in {seconds:.1f} s: {what}",
                   file=self.file or sys.stderr, flush=True)
 
+# %% ../nbs/08_pipeline.ipynb #d1b9631d
 class StepProgress(Callback):
     "A Lightning callback that reports optimizer steps to a `Progress`."
     def __init__(self, progress: Progress): self.progress = progress
     def on_train_batch_end(self, trainer, *args):
         self.progress.steps(trainer.global_step, trainer.estimated_stepping_batches)
 
+# %% ../nbs/08_pipeline.ipynb #00c7da5a
 @contextmanager
 def quiet_libraries():
     "Lightning's start-up messages, the loaders' progress bars and load reports off (warnings still show); restored after."
@@ -193,6 +197,7 @@ class StageResult:
     artefact: str = ""
     metrics: dict = field(default_factory=dict)
 
+# %% ../nbs/08_pipeline.ipynb #8007a57c
 @dataclass
 class PipelineRun:
     "The state the stages share: the configuration, the run's folder, the recipe, the data files, the results so far."
@@ -206,6 +211,7 @@ class PipelineRun:
 
     def path(self, *parts) -> Path: return self.out.joinpath(*parts)
 
+# %% ../nbs/08_pipeline.ipynb #c8b0eab8
 STAGES: dict[str, tuple] = {}
 
 def stage(name: str, what: str):
@@ -215,6 +221,7 @@ def stage(name: str, what: str):
         return fn
     return register
 
+# %% ../nbs/08_pipeline.ipynb #7d1c334c
 def run_stage(run: PipelineRun, name: str) -> StageResult:
     "Run the stage `name` on `run` under its progress display and record its row (timed); a failure is shown, then raised."
     fn, what = STAGES[name]
@@ -300,10 +307,10 @@ def finetune_stage(run: PipelineRun) -> StageResult:
 # %% ../nbs/08_pipeline.ipynb #64c0e493
 def agreement(a, b, data: str) -> float:
     "The share of `data`'s examples on which bundles `a` and `b` predict the same label."
-    from llmstart.optimization import _examples
-    examples = _examples(data, read_bundle(a)["labels"], 10**9)
+    examples = labelled_examples(data, read_bundle(a)["labels"], 10**9)
     return sum(x["label"] == y["label"] for x, y in zip(predict(a, examples), predict(b, examples))) / len(examples)
 
+# %% ../nbs/08_pipeline.ipynb #87f941d0
 @stage("compress", "int8 quantization, measured against the float model")
 def compress_stage(run: PipelineRun) -> StageResult:
     "Quantize the fine-tuned bundle to int8 (weights and activations); compare it with the float model on the test pairs."
@@ -320,10 +327,9 @@ def compress_stage(run: PipelineRun) -> StageResult:
 @stage("export", "ONNX export with the parity check")
 def export_stage(run: PipelineRun) -> StageResult:
     "Export the fine-tuned float bundle to ONNX with the parity check; time ONNX Runtime on the test pairs."
-    from llmstart.optimization import _examples
     r = export_onnx(str(run.path("finetune", "bundle")), str(run.path("onnx")), parity_data=run.files["test"])
     backend = load_backend(run.path("onnx"), "onnx")
-    ms = backend_latency_ms(backend, _examples(run.files["test"], backend.info["labels"], 256))
+    ms = backend_latency_ms(backend, labelled_examples(run.files["test"], backend.info["labels"], 256))
     return StageResult("export", f"ONNX, opset 18: largest logit difference from PyTorch {r['parity_max_abs_diff']:.1e} on "
                        f"{r['parity_examples']} test pairs", r["onnx_mb"], round(ms, 3), artefact=r["onnx"],
                        metrics={"parity_max_abs_diff": r["parity_max_abs_diff"], "latency_ms_b32": round(ms, 3)})
@@ -332,9 +338,8 @@ def export_stage(run: PipelineRun) -> StageResult:
 @stage("serve", "serve the int8 model, ask it, stop it")
 def serve_stage(run: PipelineRun) -> StageResult:
     "Serve the int8 bundle, ask it one test pair, check the answer against `predict`, stop the server."
-    from llmstart.optimization import _examples
     bundle = run.path("int8")
-    pair = _examples(run.files["test"], read_bundle(bundle)["labels"], 1)
+    pair = labelled_examples(run.files["test"], read_bundle(bundle)["labels"], 1)
     t0 = time.perf_counter()
     with ServerProcess(str(bundle), port=run.port) as server:
         startup = time.perf_counter() - t0
@@ -362,11 +367,13 @@ def report_rows(results: list[StageResult]) -> list[list[str]]:
     "The report as rows of text under `REPORT_COLUMNS` (numbers to three significant digits)."
     return [[r.stage, r.result, _fmt(r.size_mb), _fmt(r.latency_ms), _fmt(r.seconds), r.artefact] for r in results]
 
+# %% ../nbs/08_pipeline.ipynb #f62660a3
 def report_markdown(results: list[StageResult]) -> str:
     "The report as a Markdown table."
     lines = ["| " + " | ".join(REPORT_COLUMNS) + " |", "|" + "---|" * len(REPORT_COLUMNS)]
     return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in report_rows(results)])
 
+# %% ../nbs/08_pipeline.ipynb #4f618e66
 def write_report(run: PipelineRun, scale: str, seconds: float, error: str | None = None) -> dict:
     """Write `report.json` (status, configuration, every metric) and `report.md` (the table) into the run's folder; a
     failed run (`error`) keeps the rows of the stages that finished."""
@@ -378,19 +385,11 @@ def write_report(run: PipelineRun, scale: str, seconds: float, error: str | None
     return report
 
 # %% ../nbs/08_pipeline.ipynb #8ac9a39f
-def _prepare_output(out: Path) -> None:
-    marker = out / "report.json"
-    if out.exists() and any(out.iterdir()):
-        if not marker.exists():
-            raise UsageError(f"{out} exists and is not a pipeline run (no report.json); choose another --output or remove it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"status": "running"}))
-
 def run_pipeline(scale: str = "tiny", output: str | Path = "runs/pipeline", config: PipelineConfig | None = None,
-                 port: int | None = None, live: bool | None = None) -> list[StageResult]:
-    """Run every stage at `scale` ('tiny' or 'real'; `config` overrides its preset), writing into `output`; returns the
-    report rows. `live`: force the live display on or off (default: on in a terminal)."""
+                 port: int | None = None, live: bool | None = None, overwrite: bool = False) -> list[StageResult]:
+    """Run every stage at `scale` ('tiny' or 'real'; `config` overrides its preset), writing into `output` (an earlier
+    pipeline run there is replaced; other files are refused, or kept with `overwrite`); returns the report rows.
+    `live`: force the live display on or off (default: on in a terminal)."""
     import torch
     if scale not in SCALES: raise UsageError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     cfg = config or SCALES[scale]
@@ -398,7 +397,11 @@ def run_pipeline(scale: str = "tiny", output: str | Path = "runs/pipeline", conf
         raise UsageError(f"--scale {scale} pretrains {cfg.recipe} for {cfg.pretrain_steps:,} steps and needs a GPU, and none "
                          "is visible; run --scale tiny here, or this command on a GPU machine (Colab: Runtime > GPU)")
     out, t0 = Path(output), time.perf_counter()
-    _prepare_output(out)
+    with output_folder(out, "pipeline", overwrite):
+        (out / "report.json").write_text(json.dumps({"status": "running"}))
+        return _run_stages(out, scale, cfg, port, live, t0)
+
+def _run_stages(out: Path, scale: str, cfg: PipelineConfig, port: int | None, live: bool | None, t0: float) -> list[StageResult]:
     with Progress(list(STAGES), live=live) as progress:
         run = PipelineRun(cfg, out, progress, recipe=_recipe(cfg.recipe), port=port)
         try:
@@ -415,12 +418,12 @@ def run_pipeline(scale: str = "tiny", output: str | Path = "runs/pipeline", conf
 # %% ../nbs/08_pipeline.ipynb #2961f75e
 def pipeline(scale: str = "tiny", output: str = "runs/pipeline", recipe: str | None = None, train_data: str | None = None,
              val_data: str | None = None, test_data: str | None = None, pretrain_steps: int | None = None,
-             finetune_epochs: int | None = None, port: int | None = None) -> list[StageResult]:
+             finetune_epochs: int | None = None, port: int | None = None, overwrite: bool = False) -> list[StageResult]:
     """Run the whole path: tokenizer, pretraining, fine-tuning, int8 compression, ONNX export, serving.
 
     Args:
         scale: tiny (CPU, offline, bundled data, about a minute) or real (GPU, hub data; hours)
-        output: the folder for the run's artefacts and report (a previous run there is replaced)
+        output: the folder for the run's artefacts and report (a previous pipeline run there is replaced)
         recipe: the pretraining recipe, a bundled name or a YAML file (default: the scale's)
         train_data: labelled texts or pairs to fine-tune on (default: the scale's)
         val_data: labelled data to validate on while fine-tuning (default: the scale's)
@@ -428,6 +431,7 @@ def pipeline(scale: str = "tiny", output: str = "runs/pipeline", recipe: str | N
         pretrain_steps: pretraining steps (default: the scale's)
         finetune_epochs: fine-tuning epochs (default: the scale's)
         port: the server's port (default: a free one)
+        overwrite: write into an --output folder that holds other files (they are kept)
     """
     if scale not in SCALES: raise UsageError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     for name, value in [("pretrain_steps", pretrain_steps), ("finetune_epochs", finetune_epochs)]:
@@ -435,8 +439,9 @@ def pipeline(scale: str = "tiny", output: str = "runs/pipeline", recipe: str | N
     given = {"recipe": recipe, "train_data": train_data, "val_data": val_data, "test_data": test_data,
              "pretrain_steps": pretrain_steps, "finetune_epochs": finetune_epochs}
     cfg = replace(SCALES[scale], **{k: v for k, v in given.items() if v is not None})
-    return run_pipeline(scale, output, cfg, port)
+    return run_pipeline(scale, output, cfg, port, overwrite=overwrite)
 
+# %% ../nbs/08_pipeline.ipynb #47c9a410
 def print_report(results: list[StageResult], output: str | Path, file=None) -> None:
     "The report as a `rich` table (plain text when not a terminal), then where it was saved."
     from rich.console import Console
@@ -448,9 +453,10 @@ def print_report(results: list[StageResult], output: str | Path, file=None) -> N
     console.print(table)
     console.print(f"report: {Path(output) / 'report.json'} and report.md", highlight=False)
 
+# %% ../nbs/08_pipeline.ipynb #94d7c63f
 def cli_pipeline(argv: list[str] | None = None) -> int:
     "Run the whole path -- tokenizer, pretraining, fine-tuning, int8, ONNX export, serving -- and print a measured report."
-    args = function_cli(pipeline, argv, "llmstart pipeline", "Run the whole path on the bundled data (tiny) or hub data on a "
+    args = parse_command(pipeline, argv, "llmstart pipeline", "Run the whole path on the bundled data (tiny) or hub data on a "
                         "GPU (real), and print a report of every stage, measured in this run.")
     print_report(pipeline(**args), args["output"])
     return 0

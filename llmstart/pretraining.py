@@ -22,10 +22,12 @@ import torch.nn.functional as F
 from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM,
                           BertForPreTraining, GPT2Config, GPT2LMHeadModel)
 
-from .data import (DataError, UsageError, LanguageModelingDataModule, SeededRandomSampler, causal_lm_collate, load_corpus,
-                           load_pretrained, pack_blocks, split_documents)
+from .core import DataError, UsageError, output_folder, load_pretrained
+from .data import (DataModule, LanguageModelingDataModule, as_tokenizer, causal_lm_collate, load_corpus, pack_blocks,
+                           split_documents)
 from .embeddings import train_tokenizer
-from .training import Recipe, fit, make_trainer, read_bundle, save_bundle
+from .bundle import read_bundle, save_bundle
+from .training import Recipe, TrainingCLI, fit, make_trainer, run_command
 
 # %% auto #0
 __all__ = ['SENTENCE_END', 'MaskedLMCollator', 'masking_stats', 'MaskedLM', 'fill_mask', 'make_sentence_pairs',
@@ -136,10 +138,6 @@ def masking_stats(batch_input_ids: torch.Tensor, original_ids: torch.Tensor, lab
             "specials_never_chosen": bool(not (chosen & ~maskable).any()), "chosen": n}
 
 # %% ../nbs/03_pretraining.ipynb #923b5764
-def _as_tokenizer(tokenizer):
-    if tokenizer is None: raise ValueError("pass a tokenizer: an object, or a hub id or folder")
-    return load_pretrained(AutoTokenizer, tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
-
 class MaskedLM(Recipe):
     """Masked language modelling on a BERT encoder (`pretrained` checkpoint, or a new one of the given sizes), optionally
     with a sentence-pair head trained jointly (`pair_task` 'nsp' or 'sop', needs `SentencePairDataModule`).
@@ -168,7 +166,7 @@ class MaskedLM(Recipe):
         super().__init__(**recipe)
         self.save_hyperparameters(ignore=["tokenizer"])
         if pair_task not in (None, "nsp", "sop"): raise ValueError(f"pair_task must be None, 'nsp' or 'sop', got {pair_task!r}")
-        self.tokenizer = _as_tokenizer(tokenizer)
+        self.tokenizer = as_tokenizer(tokenizer)
         cls = BertForPreTraining if pair_task else BertForMaskedLM
         if pretrained:   # a pair task needs BERT's pair head; masked LM alone works with any masked-LM checkpoint
             self.model = load_pretrained(cls if pair_task else AutoModelForMaskedLM, pretrained)
@@ -216,9 +214,9 @@ class MaskedLM(Recipe):
         if dm is not None: info.update(_data_info(dm))
         return info
 
-    def save_bundle(self, path: str | Path, **info) -> Path:
+    def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
         "Write the model as a bundle (see `llmstart.training.save_bundle`) that `llmstart evaluate` and fine-tuning read."
-        return save_bundle(path, self.model, self.tokenizer, task=self.task,
+        return save_bundle(path, self.model, tokenizer or self.tokenizer, task=self.task,
                            evaluator="llmstart.pretraining:evaluate_language_model", **{**self.bundle_info(), **info})
 
 def _data_info(dm) -> dict:
@@ -265,7 +263,8 @@ def make_sentence_pairs(documents: Sequence[str], task: str = "nsp", seed: int =
         pairs.append({"a": a, "b": b, "next_sentence_label": label})
     return pairs
 
-class SentencePairDataModule(L.LightningDataModule):
+# %% ../nbs/03_pretraining.ipynb #49752b24
+class SentencePairDataModule(DataModule):
     """Sentence pairs for next-sentence or sentence-order prediction from a corpus, tokenized as `[CLS] A [SEP] B [SEP]`.
     Train and validation pairs come from different documents. Batches are made by the objective's collator.
 
@@ -287,7 +286,7 @@ class SentencePairDataModule(L.LightningDataModule):
                  split: str | None = None, name: str | None = None, seed: int = 0):
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer"])
-        self.tokenizer = _as_tokenizer(tokenizer)
+        self.tokenizer = as_tokenizer(tokenizer)
         probe = self.tokenizer("a", "b")["input_ids"]
         if self.tokenizer.sep_token_id not in probe or "token_type_ids" not in self.tokenizer("a", "b"):
             raise ValueError("sentence pairs need a tokenizer that joins pairs as [CLS] A [SEP] B [SEP] with "
@@ -311,10 +310,7 @@ class SentencePairDataModule(L.LightningDataModule):
     def _loader(self, ds, train: bool):
         fn = self.collate_fn if train else (self.val_collate_fn or self.collate_fn)
         if fn is None: raise RuntimeError("no collator: train with an objective that sets one (MaskedLM with pair_task)")
-        from torchdata.stateful_dataloader import StatefulDataLoader
-        loader = StatefulDataLoader if train else torch.utils.data.DataLoader
-        return loader(ds, batch_size=self.hparams.batch_size, collate_fn=fn,
-                      sampler=SeededRandomSampler(ds, self.hparams.seed) if train else None)
+        return self.loader(ds, train, fn)
     def train_dataloader(self): return self._loader(self.train_ds, True)
     def val_dataloader(self): return self._loader(self.val_ds, False)
 
@@ -340,7 +336,7 @@ class CausalLM(Recipe):
                  n_embd: int = 256, block_size: int = 256, dropout: float = 0.0, bias: bool = True, **recipe):
         super().__init__(**recipe)
         self.save_hyperparameters(ignore=["tokenizer"])
-        self.tokenizer = _as_tokenizer(tokenizer)
+        self.tokenizer = as_tokenizer(tokenizer)
         if pretrained:
             self.model = load_pretrained(AutoModelForCausalLM, pretrained)
         else:
@@ -359,9 +355,9 @@ class CausalLM(Recipe):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         return {"objective": "causal-lm", **(_data_info(dm) if dm is not None else {})}
 
-    def save_bundle(self, path: str | Path, **info) -> Path:
+    def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
         "Write the model as a bundle (see `llmstart.training.save_bundle`) that `llmstart evaluate` reads."
-        return save_bundle(path, self.model, self.tokenizer, task=self.task,
+        return save_bundle(path, self.model, tokenizer or self.tokenizer, task=self.task,
                            evaluator="llmstart.pretraining:evaluate_language_model", **{**self.bundle_info(), **info})
 
 def _drop_biases(model):
@@ -386,12 +382,14 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return logits
 
+# %% ../nbs/03_pretraining.ipynb #df4cf95f
 def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     "One sampled token id per row of `(batch, vocab)` logits, after `filter_logits`."
     probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
+# %% ../nbs/03_pretraining.ipynb #1d671c5f
 @torch.no_grad()
 def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
              top_p: float | None = None, seed: int = 0) -> str:
@@ -456,14 +454,13 @@ def _resolve_tokenizer(cfg, output_dir: Path):
 
 def cli_pretrain(argv: list[str] | None = None) -> int:
     "Pretrain a masked or causal language model from a YAML recipe (LightningCLI options); writes a bundle."
-    from lightning.pytorch.cli import LightningCLI
-
-    class PretrainCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser):
-            parser.add_argument("--output", type=str | None, default=None,
-                                help="the bundle folder to write at the end (default: <trainer.output_dir>/bundle)")
+    class PretrainCLI(TrainingCLI):
         def before_instantiate_classes(self):
-            _resolve_tokenizer(self.config, Path(self.config["trainer.output_dir"]))
+            cfg = self.config
+            if cfg["trainer.output_dir"] is None: cfg["trainer.output_dir"] = "runs/pretrain"
+            with output_folder(cfg["trainer.output_dir"], "pretrain", cfg["overwrite"], replace=False,
+                               option="--trainer.output_dir"):   # checked before a tokenizer is trained into it
+                _resolve_tokenizer(cfg, Path(cfg["trainer.output_dir"]))
 
     argv = list(sys.argv[2:] if argv is None else argv)   # (as a console script: llmstart pretrain ...)
     for i, a in enumerate(argv[:-1]):   # --config NAME: a bundled recipe, when NAME is not a file
@@ -471,14 +468,9 @@ def cli_pretrain(argv: list[str] | None = None) -> int:
     cli = PretrainCLI(Recipe, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                       trainer_class=make_trainer, run=False, args=argv, seed_everything_default=0,
                       auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
-                      parser_kwargs={"prog": "llmstart pretrain", "description": "Pretrain a language model from a YAML recipe."})
-    trainer, model = cli.trainer, cli.model
-    fit(trainer, model, cli.datamodule)
-    if trainer.is_global_zero:
-        output = Path(cli.config["output"] or Path(cli.config["trainer.output_dir"]) / "bundle")
-        metrics = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
-        model.save_bundle(output, metrics=metrics, steps=trainer.global_step)
-        print(json.dumps({"bundle": str(output), "steps": trainer.global_step, "world_size": trainer.world_size, **metrics}))
+                      parser_kwargs={"prog": "llmstart pretrain",
+                                     "description": "Pretrain a language model from a YAML recipe."})
+    run_command(cli, "pretrain")
     return 0
 
 # %% ../nbs/03_pretraining.ipynb #1c4af445

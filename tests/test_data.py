@@ -151,6 +151,23 @@ def test_csv_and_tsv_bad_rows(tmp_path):
         D.load_classification(t)
 
 
+def test_a_spreadsheets_csv_with_a_byte_order_mark_and_windows_line_endings_reads_like_any_other(tmp_path):
+    rows = [("A man plays.", "A man is playing.", "entailment"), ("A dog runs.", "A cat sleeps.", "contradiction")]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("premise,hypothesis,label\n" + "".join(f"{a},{b},{l}\n" for a, b, l in rows), encoding="utf-8")
+    excel = tmp_path / "excel.csv"   # what "CSV UTF-8" in a spreadsheet saves: a BOM, then CRLF line endings
+    excel.write_bytes(b"\xef\xbb\xbf" + plain.read_text().replace("\n", "\r\n").encode())
+    a, b = D.load_classification(plain), D.load_classification(excel)
+    assert b.column_names == a.column_names == ["premise", "hypothesis", "label"]
+    assert b["premise"] == a["premise"] and b["label"] == a["label"]
+    text = tmp_path / "corpus.txt"
+    text.write_bytes(b"\xef\xbb\xbfFirst line.\r\nSecond line.\r\n")
+    assert D.load_corpus(text)["text"] == ["First line.", "Second line."]
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + b'{"text": "good", "label": "pos"}\r\n{"text": "bad", "label": "neg"}\r\n')
+    assert D.load_classification(jsonl)["text"] == ["good", "bad"]
+
+
 def test_validation_labels_must_match_training(tmp_path, minilm_tokenizer):
     train = write_jsonl(tmp_path / "train.jsonl", [{"text": t, "label": l} for t, l in
                                                    [("great", "pos"), ("awful", "neg"), ("fine", "pos"), ("bad", "neg")]])

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from llmstart import finetuning as FT
-from llmstart.data import ClassificationDataModule, DataError, UsageError, load_classification, minilm_path
+from llmstart.core import DataError, UsageError
+from llmstart.data import ClassificationDataModule, load_classification, minilm_path
 from llmstart.training import make_trainer
 from conftest import llmstart_exe
 

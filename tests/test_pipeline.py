@@ -26,7 +26,7 @@ def _processes_mentioning(text: str) -> list[str]:
 def run(readme_session):
     """The README's main command, `llmstart pipeline`, as its quick start runs it (conftest.readme_session): the
     completed process, the run's folder and the server's port."""
-    cwd, results = readme_session
+    cwd, results, _ = readme_session
     proc = next(r for c, r in results if c == "llmstart pipeline")
     out = cwd / "runs" / "pipeline"
     serve = json.loads((out / "report.json").read_text())["stages"][-1]
@@ -92,7 +92,7 @@ def test_server_stopped_and_nothing_left_running(run):
 def test_refuses_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     r = subprocess.run([llmstart_exe(), "pipeline", "--output", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "is not a pipeline run" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "holds files that llmstart did not write" in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 

@@ -35,13 +35,13 @@ def _number(text: str, pattern: str) -> float:
 
 
 def test_every_command_succeeds(readme_session):
-    cwd, results = readme_session
+    cwd, results, _ = readme_session
     ran = [c for c, r in results if r is not None]
     assert len(ran) == len(user_commands()) - 1      # all but the server, which ran in the background
 
 
 def test_commands_print_what_the_readme_says(readme_session):
-    cwd, results = readme_session
+    cwd, results, _ = readme_session
     out = {c.split()[1] + (":" + c.split()[3] if c.startswith("llmstart evaluate") else ""): r
            for c, r in results if r is not None and c.startswith("llmstart")}
     assert json.loads(out["data"].stdout)["rows"] == 2000
@@ -57,17 +57,17 @@ def test_commands_print_what_the_readme_says(readme_session):
     assert (cwd / "runs" / "pipeline" / "report.json").exists()
 
 
-def test_python_blocks_run(readme_session):
-    cwd, _ = readme_session
+def test_python_blocks_run(readme_session, installed):
+    cwd, _, _ = readme_session
     code = "\n".join(blocks("python"))
-    r = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([str(installed[1] / "python"), "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "'input_ids'" in r.stdout and "entailment" in r.stdout, r.stdout
 
 
 def test_results_table_holds_on_this_run(readme_session):
     "The tiny-scale table is a measurement, not a promise: a new run must reproduce it (timings excepted)."
-    cwd, _ = readme_session
+    cwd, _, _ = readme_session
     table = _table("### Tiny scale")
     assert list(table) == ["tokenizer", "pretrain", "finetune", "compress", "export", "serve"]
     now = {s["stage"]: s for s in json.loads((cwd / "runs" / "pipeline" / "report.json").read_text())["stages"]}
@@ -84,3 +84,11 @@ def test_results_table_holds_on_this_run(readme_session):
     assert now["compress"]["metrics"]["agreement"] >= _number(table["compress"][1], r"float on ([\d.]+)%") / 100 - 0.03
     assert now["export"]["metrics"]["parity_max_abs_diff"] <= 1e-4
     assert now["serve"]["metrics"]["exit_code"] == 0
+
+
+def test_the_commands_leave_no_temporary_files(readme_session):
+    "Every README command, `llmstart pipeline` and its server included, cleans up its temporary folders (a fresh TMPDIR)."
+    _, _, scratch = readme_session
+    left = [p for p in scratch.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in left)
+    assert size < 1_000_000, f"{size / 1e6:.1f} MB left in TMPDIR: {[str(p.relative_to(scratch)) for p in left[:10]]}"

@@ -53,7 +53,7 @@ def test_killed_run_resumes_with_the_same_command(tmp_path, shared):
     assert abs(resumed["val_loss"] - ref["val_loss"]) < 0.01, (resumed, ref)
 
 
-@pytest.mark.parametrize("kind", ["language-model", "classification"])
+@pytest.mark.parametrize("kind", ["language-model", "classification", "sentence-pair"])
 def test_resume_in_a_later_epoch_sees_the_same_batches(tmp_path, kind):
     """A crash in the middle of a later epoch (not epoch 0): the resumed run must draw that epoch's remaining batches, in the
     uninterrupted run's order, and end with the same loss (Lightning builds the resumed iterator before set_epoch)."""
@@ -66,7 +66,10 @@ def test_resume_in_a_later_epoch_sees_the_same_batches(tmp_path, kind):
     class Record(Callback):
         def __init__(self): self.batches = {}
         def on_train_batch_start(self, trainer, module, batch, i):
-            self.batches[trainer.global_step] = (trainer.current_epoch, batch["input_ids"].sum().item())
+            # which examples: their lengths and segments (masking, random by design, changes input_ids, not these)
+            seen = (batch["attention_mask"].sum(1) * 1000 + batch.get("token_type_ids", batch["attention_mask"]).sum(1)).tolist()
+            self.batches[trainer.global_step] = (trainer.current_epoch, batch["input_ids"].shape, seen) if kind == "sentence-pair" \
+                else (trainer.current_epoch, batch["input_ids"].sum().item())
     class Crash(Callback):
         def on_train_batch_start(self, trainer, *a):
             if trainer.global_step == 50: raise RuntimeError("crash")   # just after the checkpoint of step 50
@@ -76,6 +79,10 @@ def test_resume_in_a_later_epoch_sees_the_same_batches(tmp_path, kind):
         if kind == "language-model":
             data = LanguageModelingDataModule("sample:corpus", tokenizer=tok, block_size=64, batch_size=16)
             model = CausalLM(tok, n_layer=1, n_head=2, n_embd=32, block_size=64, lr=2e-3, warmup=0.1)
+        elif kind == "sentence-pair":
+            from llmstart.pretraining import MaskedLM, SentencePairDataModule
+            data = SentencePairDataModule("sample:corpus", tokenizer=tok, task="sop", max_length=64, batch_size=16)
+            model = MaskedLM(tok, hidden_size=32, num_layers=1, num_heads=2, max_positions=64, pair_task="sop", lr=2e-3)
         else:
             from llmstart.finetuning import Classifier
             data = ClassificationDataModule("sample:nli-val", tokenizer=tok, batch_size=32)
