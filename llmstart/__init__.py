@@ -1,5 +1,6 @@
 __version__ = "0.1.0"
 
-from .core import quiet_known_noise as _quiet_known_noise   # before any module imports torchao or Lightning
+from . import core as _core
 
-_quiet_known_noise()
+_core.quiet_known_noise()      # before any module imports torchao or Lightning
+_core.clean_stale_scratch()    # temporary folders that processes which could not clean up left behind

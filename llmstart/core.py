@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 # %% auto #0
-__all__ = ['SCALES', 'OUTPUT_MARKER', 'DataError', 'UsageError', 'quiet_known_noise', 'pick_scale', 'reachable', 'hub_offline',
-           'hub_reachable', 'load_pretrained', 'scratch_folder', 'scratch', 'read_output_marker', 'check_output',
-           'output_folder', 'normalize_options', 'short_usage_error', 'parse_command']
+__all__ = ['SCALES', 'SCRATCH_PREFIX', 'OUTPUT_MARKER', 'DataError', 'UsageError', 'quiet_known_noise', 'pick_scale', 'reachable',
+           'hub_offline', 'hub_reachable', 'load_pretrained', 'clean_stale_scratch', 'scratch_folder', 'scratch',
+           'read_output_marker', 'check_output', 'output_folder', 'normalize_options', 'short_usage_error',
+           'parse_command']
 
 # %% ../nbs/09_core.ipynb #7301308b
 class DataError(ValueError):
@@ -46,8 +47,6 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
-
-quiet_known_noise()
 
 # %% ../nbs/09_core.ipynb #f69a8665
 SCALES = ("tiny", "real")
@@ -114,14 +113,31 @@ def load_pretrained(cls, name, **kwargs):
 
 # %% ../nbs/09_core.ipynb #d0f62571
 _SCRATCH: list[Path] = []
+SCRATCH_PREFIX = "llmstart-scratch-"
 
 def _clean_scratch():
     for p in _SCRATCH: shutil.rmtree(p, ignore_errors=True)
 atexit.register(_clean_scratch)
 
-def scratch_folder(prefix: str = "llmstart-") -> Path:
-    "A new temporary folder, removed when this process exits (normally or by an exception)."
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def clean_stale_scratch() -> int:
+    "Remove the scratch folders of llmstart processes that no longer run; returns how many were removed."
+    removed = 0
+    for p in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = p.name[len(SCRATCH_PREFIX):].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True); removed += 1
+    return removed
+
+def scratch_folder(prefix: str = SCRATCH_PREFIX) -> Path:
+    "A new temporary folder, removed when this process exits (or, if it cannot clean up, by the next llmstart process)."
+    clean_stale_scratch()
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
     _SCRATCH.append(path)
     return path
 

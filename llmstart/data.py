@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from .core import DataError, UsageError, hub_offline, hub_reachable, load_pretrained, pick_scale
+from .core import DataError, hub_offline, hub_reachable, load_pretrained, pick_scale
 
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 on newer torch: harmless
 
@@ -278,7 +278,7 @@ def load_classification(source: str | os.PathLike, *, split: str | None = None,
         except _Bad as e:
             if not skip_bad: raise _bad(report.path, line, str(e)) from None
             report.add(str(e), line)
-    if unlabelled: report.lines = {f"unlabelled (label -1, dropped)": unlabelled, **report.lines}
+    if unlabelled: report.lines = {"unlabelled (label -1, dropped)": unlabelled, **report.lines}
     if report.count: warnings.warn(SkippedRowsWarning(report), stacklevel=2)
     if not rows: raise DataError(f"{report.path}: no usable rows" + (f" ({report})" if report.count else ""))
     values = [r[label_column] for r in rows]

@@ -75,7 +75,6 @@ def export_onnx(model: str, output: str, quantize: bool = False, parity_data: st
         tolerance: the largest absolute logit difference the float export may have against PyTorch
         overwrite: write into an `output` folder that holds other files (they are kept)
     """
-    import onnxruntime as ort
     info = read_bundle(model)
     if info.get("loader"):
         raise UsageError(f"{model} is a compressed (torch.ao int8) bundle, which ONNX cannot express; export the float "

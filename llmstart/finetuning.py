@@ -9,7 +9,7 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import lightning as L
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .core import DataError, UsageError, load_pretrained
-from .data import (KNOWN_SCHEMAS, MINILM_HUB_ID, ClassificationDataModule, classification_loader, label_names,
+from .data import (KNOWN_SCHEMAS, MINILM_HUB_ID, ClassificationDataModule, classification_loader,
                            load_classification, text_columns_of, tokenize_classification)
 from .bundle import bundle_function, read_bundle, save_bundle
 from .training import Recipe, fit, make_trainer
@@ -91,12 +91,27 @@ class BiLSTMClassifier(Classifier):
         return {"loss": F.cross_entropy(logits, batch["labels"]), "n": len(logits), "_logits": logits, "_labels": batch["labels"]}
 
 # %% ../nbs/04_finetuning.ipynb #7d165414
+def _load_with_new_head(backbone: str, **kwargs):
+    """`AutoModelForSequenceClassification` from `backbone`, its new head reported in one line on stderr (instead of
+    transformers' table of every missing and unused weight)."""
+    import sys
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try: model, info = load_pretrained(AutoModelForSequenceClassification, backbone, output_loading_info=True, **kwargs)
+    finally: hf_logging.set_verbosity(level)
+    new, unused = info.get("missing_keys") or [], info.get("unexpected_keys") or []
+    if new:
+        print(f"{backbone}: new classification head ({len(new)} weights initialised: {', '.join(sorted(new)[:4])}"
+              f"{', ...' if len(new) > 4 else ''}){f'; {len(unused)} weights of its pretraining head unused' if unused else ''}",
+              file=sys.stderr)
+    return model
+
 def load_encoder_classifier(backbone: str, labels: Sequence[str], lora: bool = False, lora_rank: int = 8,
                             lora_alpha: int = 16, lora_dropout: float = 0.1, lora_targets: Sequence[str] | None = None):
     "A sequence classifier on `backbone` (hub id, folder or bundle) for `labels`, optionally wrapped with LoRA adapters."
     id2label = dict(enumerate(labels))
-    model = load_pretrained(AutoModelForSequenceClassification, backbone, num_labels=len(labels), id2label=id2label,
-                            label2id={v: k for k, v in id2label.items()})
+    model = _load_with_new_head(backbone, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
     if lora:
         from peft import LoraConfig, TaskType, get_peft_model
         config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,

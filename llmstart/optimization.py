@@ -22,7 +22,7 @@ from torch.nn.utils import prune
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .core import UsageError, check_output, output_folder, parse_command, scratch
-from .data import ClassificationDataModule, labelled_examples, load_classification, text_columns_of
+from .data import ClassificationDataModule, labelled_examples, load_classification
 from .finetuning import Classifier, SequenceClassifier, evaluate_classifier, load_classifier
 from .bundle import BundleInfo, read_bundle, save_bundle
 from .training import fit, make_trainer

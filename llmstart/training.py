@@ -5,7 +5,6 @@
 # %% ../nbs/02_training.ipynb #1f996b71
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -13,7 +12,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import lightning as L
 import torch
@@ -281,7 +280,7 @@ class SaveLastAtEnd(Callback):
     "Write `last.ckpt` when training ends, so the last checkpoint is the final state even between scheduled saves."
     def __init__(self, dirpath: str | Path): self.path = Path(dirpath) / "last.ckpt"
     def on_train_end(self, trainer, pl_module):
-        if trainer.global_step > 0 and not trainer.interrupted: trainer.save_checkpoint(self.path)
+        if trainer.global_step > 0 and not trainer.interrupted: trainer.save_checkpoint(self.path, weights_only=False)
 
 # %% ../nbs/02_training.ipynb #28de0b2a
 def checkpoint_callbacks(ckpt_dir: Path, every_n_steps: int | None = None, monitor: str | None = "val_loss",

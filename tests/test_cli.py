@@ -2,11 +2,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import llmstart
 from conftest import llmstart_exe
 
 LLMSTART = llmstart_exe()
+ROOT_CONFIGS = Path(llmstart.__file__).parent / "configs"
 
 
 def run(*args, **kw):
@@ -100,3 +102,46 @@ def test_an_unreachable_hub_id_fails_about_as_fast_as_a_missing_file(tmp_path):
     assert "no such file" in local.stderr
     assert "Use a local file instead" in hub.stderr and len(hub.stderr.strip().splitlines()) == 1, hub.stderr
     assert t_hub - t_local <= 3, (t_hub, t_local)
+
+
+def test_every_command_has_one_mechanism(capsys):
+    "In process (one import for all): each command's --help lists --config and --print_config, each option once."
+    import re
+    import pytest
+    from llmstart.cli import discover_commands, main
+    for name in discover_commands():
+        with pytest.raises(SystemExit) as e: main([name, "--help"])
+        out = capsys.readouterr().out
+        assert e.value.code == 0, name
+        assert "--config" in out and "--print_config" in out, name
+        listed = re.findall(r"^  (--[\w.]+)", out, re.M)
+        assert len(listed) == len(set(listed)) and len(listed) >= 3, (name, listed)
+
+
+def test_mistakes_get_one_line_naming_the_nearest_valid_option(tmp_path, capsys):
+    from llmstart.cli import main
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text((ROOT_CONFIGS / "tiny-mlm.yaml").read_text().replace("hidden_size", "hiden_size"))
+    cases = [(["pretrain", "--config", str(recipe)], "unknown key 'hiden_size' for MaskedLM; did you mean 'hidden_size'?"),
+             (["compress", "--modl", "x"], "unknown option --modl; did you mean 'model'?"),
+             (["finetune", "--model.backbon", "x"], "unknown option --model.backbon; did you mean 'model.backbone'?"),
+             (["pretrain", "--config", "tiny-mlm", "--trainer.max_step", "3"], "did you mean 'trainer.max_steps'?"),
+             (["evaluate", "--model", "m"], "missing --data")]
+    for argv, expected in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, (argv, err)
+
+
+def test_dashes_and_underscores_both_work_and_config_files_too(tmp_path, capsys):
+    import yaml
+    from llmstart.core import parse_command
+    from llmstart.optimization import compress
+    a = parse_command(compress, ["--model", "m", "--method", "int8", "--eval-data", "e", "--output", "o", "--latency-examples", "8"],
+                      "llmstart compress", "", skip=["report"])
+    b = parse_command(compress, ["--model", "m", "--method", "int8", "--eval_data", "e", "--output", "o", "--latency_examples", "8"],
+                      "llmstart compress", "", skip=["report"])
+    assert a == b and a["eval_data"] == "e" and a["latency_examples"] == 8
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": "m", "method": "int8", "eval_data": "e", "output": "o"}))
+    assert parse_command(compress, ["--config", str(cfg)], "llmstart compress", "", skip=["report"])["eval_data"] == "e"

@@ -2,7 +2,6 @@
 import json
 import os
 import time
-import warnings
 from collections import Counter
 from unittest import mock
 

@@ -7,7 +7,6 @@ import subprocess
 import lightning as L
 import numpy as np
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from llmstart import embeddings as E

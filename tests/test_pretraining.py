@@ -2,7 +2,6 @@
 import json
 import math
 import subprocess
-import sys
 from collections import Counter
 
 import lightning as L

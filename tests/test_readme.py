@@ -6,7 +6,6 @@ are then checked against the run's own `llmstart pipeline` report."""
 import json
 import re
 import subprocess
-import sys
 
 import pytest
 

@@ -1,6 +1,5 @@
 """Chapter 2: resume after SIGKILL, precision from the hardware, the recipe's optimizer and schedule."""
 import json
-import os
 import signal
 import subprocess
 import sys
