@@ -518,8 +518,8 @@ def compress(model: str, method: str, eval_data: str, output: str, train_data: s
         L.seed_everything(seed, verbose=False)
         with scratch() as work, output_folder(out, "compress", overwrite):
             extra = METHODS[m](current, out, read_bundle(current), opts, work)
-        row = measure(out, eval_data, f"{rows[-1]['variant']}+{m}" if i else m, latency_examples) | extra
-        rows.append(_compared(row, rows[0])); report(row)
+        row = _compared(measure(out, eval_data, f"{rows[-1]['variant']}+{m}" if i else m, latency_examples) | extra, rows[0])
+        rows.append(row); report(row)
         current = out
     return rows
 

@@ -129,7 +129,7 @@ def test_bad_input(nli, tmp_path):
     base = ["compress", "--model", str(nli / "teacher"), "--eval-data", str(nli / "test.jsonl"), "--output", str(tmp_path / "x")]
     for args, message in [(["--method", "shrink"], "--method must be int8, prune, distill"),
                           (["--method", "int8,prune"], "int8 must come last"),
-                          (["--method", "distill"], "distill needs --train-data"),
+                          (["--method", "distill"], "distill needs --train_data"),
                           (["--method", "prune", "--sparsity", "1.5"], "sparsity must be in [0, 1)")]:
         r = run(*base, *args, ok=False)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-2000:])
