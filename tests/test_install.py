@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -36,7 +37,8 @@ def test_the_installed_package_is_not_the_checkout(installed, tmp_path):
     r = subprocess.run([str(bin_dir / "python"), "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     where, dev_tools = r.stdout.strip().splitlines()
-    assert str(bin_dir.parent) in where and str(ROOT) not in where
+    where = Path(where).resolve()
+    assert where.is_relative_to(bin_dir.parent.resolve()) and not where.is_relative_to(ROOT.resolve())
     assert dev_tools == "[]"
     version = subprocess.run([str(bin_dir / "llmstart"), "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("llmstart ")
