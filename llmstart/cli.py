@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import difflib
 import importlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import llmstart
 
 # %% auto #0
-__all__ = ['PREFIX', 'Command', 'discover_commands', 'main']
+__all__ = ['PREFIX', 'Command', 'discover_commands', 'source_function', 'main']
 
 # %% ../nbs/07_cli.ipynb #7314e597
 PREFIX = "cli_"
@@ -42,6 +44,43 @@ def discover_commands(package_dir: str | Path | None = None) -> dict[str, Comman
                 doc = (ast.get_docstring(node) or "").strip()
                 commands[name] = Command(name, f"{package_dir.name}.{path.stem}", node.name, doc.splitlines()[0] if doc else "")
     return dict(sorted(commands.items()))
+
+# %% ../nbs/07_cli.ipynb #e02bf5b2
+_STUB_GLOBALS = "from typing import *\nfrom collections.abc import *\nfrom pathlib import Path\n"
+
+def _parse_call(cli: ast.FunctionDef) -> ast.Call | None:
+    "The `parse_command(...)` call in a `cli_<name>` function, if it has one."
+    calls = (n for n in ast.walk(cli) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "parse_command")
+    return next(calls, None)
+
+def _rebuilt(target: ast.FunctionDef):
+    """`target` compiled with its signature and docstring only (no return type), or None when its annotations or defaults
+    need the module."""
+    doc = ast.get_docstring(target, clean=False)
+    stub = copy.copy(target)
+    stub.body, stub.decorator_list, stub.returns = [ast.Expr(ast.Constant(doc))] if doc else [ast.Pass()], [], None
+    namespace: dict = {"__name__": "llmstart_source"}   # a module name without a dot: nothing is imported to resolve it
+    try:
+        exec(_STUB_GLOBALS, namespace)
+        exec(compile(ast.fix_missing_locations(ast.Module([stub], [])), "<source>", "exec", dont_inherit=True), namespace)
+    except Exception: return None   # (annotations are evaluated here: a name of the module's own is a NameError)
+    return namespace[target.name]
+
+# %% ../nbs/07_cli.ipynb #c33d9621
+def source_function(cmd: Command, package_dir: str | Path | None = None) -> tuple[Callable, list, dict] | None:
+    """The function `cmd` hands to `parse_command`, rebuilt from its module's source without importing it, with the
+    call's other arguments: (function, args, kwargs); None where the source is not that simple."""
+    path = Path(package_dir or Path(llmstart.__file__).parent) / f"{cmd.module.rsplit('.', 1)[-1]}.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    call = _parse_call(defs[cmd.function])
+    if call is None or len(call.args) < 2 or getattr(call.args[0], "id", None) not in defs: return None
+    try:
+        args = [ast.literal_eval(a) for a in call.args[2:]]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    except ValueError: return None
+    fn = _rebuilt(defs[call.args[0].id])
+    return None if fn is None else (fn, args, kwargs)
 
 # %% ../nbs/07_cli.ipynb #b6710085
 def _parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
@@ -71,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown command {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
                      + f" (commands: {', '.join(commands)})")
     cmd = commands[name]
+    from llmstart.core import DataError, UsageError, parse_command
+    if {"-h", "--help"} & set(rest) and (found := source_function(cmd)):   # help from the source: nothing heavy imported
+        fn, args, kwargs = found
+        parse_command(fn, ["--help"], *args, **kwargs)
     run = getattr(importlib.import_module(cmd.module), cmd.function)
-    from llmstart.core import DataError, UsageError
     try:
         status = run(rest)
     except (DataError, UsageError, FileNotFoundError) as e:

@@ -56,7 +56,7 @@ def pick_scale(scale: str | None = None) -> str:
     import torch
     scale = scale or os.environ.get("LLMSTART_SCALE") or ("real" if torch.cuda.is_available() else "tiny")
     if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        raise UsageError(f"scale must be one of {SCALES}, got {scale!r}")
     return scale
 
 # %% ../nbs/09_core.ipynb #4a0a7f45
@@ -97,18 +97,28 @@ def _no_hub(name, why: str) -> UsageError:
     return UsageError(f"{str(name)!r} is not a local folder, and {why}. Pass a local folder instead -- a bundle written "
                       "by llmstart, or a save_pretrained folder -- or run where the hub is reachable")
 
+@contextmanager
+def _no_progress_bar():
+    "transformers' progress bars off (its 'Loading weights' bar for a local folder tells a reader nothing), then as before."
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if was: hf_logging.enable_progress_bar()
+
 def load_pretrained(cls, name, **kwargs):
     """`cls.from_pretrained(name, **kwargs)` for a local folder or a hub id. When `name` is not a folder and the hub cannot
     provide it (offline mode, no network, no such model), a `UsageError` that says so and what to pass instead."""
-    local = Path(str(name)).expanduser().exists()
-    if not local and not hub_reachable():
+    if Path(str(name)).expanduser().exists():
+        with _no_progress_bar(): return cls.from_pretrained(str(name), **kwargs)   # a local folder: no bar to watch
+    if not hub_reachable():
         why = "offline mode is on (HF_HUB_OFFLINE)" if hub_offline() else "the Hugging Face hub cannot be reached"
         kwargs["local_files_only"] = True   # a model in the local cache still loads
         try: return cls.from_pretrained(str(name), **kwargs)
         except OSError: raise _no_hub(name, why) from None
-    try: return cls.from_pretrained(str(name), **kwargs)
+    try: return cls.from_pretrained(str(name), **kwargs)   # downloads keep their progress bars
     except OSError:
-        if local: raise
         raise _no_hub(name, "the Hugging Face hub could not provide it (no such model, or it is private)") from None
 
 # %% ../nbs/09_core.ipynb #d0f62571

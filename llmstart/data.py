@@ -14,7 +14,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import datasets
 import lightning as L
@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from .core import DataError, hub_offline, hub_reachable, load_pretrained, pick_scale
+from .core import DataError, UsageError, hub_offline, hub_reachable, load_pretrained, pick_scale
 
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 on newer torch: harmless
 
@@ -33,11 +33,11 @@ warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchd
 __all__ = ['SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCHEMAS', 'NLI_LABELS', 'MINILM_HUB_ID', 'data_dir',
            'shared_file', 'sample_path', 'load_hub', 'resolve_source', 'SkippedRows', 'SkippedRowsWarning',
            'read_records', 'detect_schema', 'label_names_for', 'load_classification', 'label_names', 'text_columns_of',
-           'labelled_examples', 'minilm_path', 'tokenize_classification', 'token_lengths', 'padding_stats',
-           'SeededRandomSampler', 'LengthGroupedBatchSampler', 'load_corpus', 'split_documents', 'separator_id',
-           'token_stream', 'pack_blocks', 'RandomWindows', 'as_tokenizer', 'fit_epoch', 'make_loader', 'DataModule',
-           'classification_loader', 'ClassificationDataModule', 'causal_lm_collate', 'LanguageModelingDataModule',
-           'make_synthetic_nli', 'write_synthetic_nli', 'inspect_data', 'cli_data']
+           'labelled_examples', 'data_options', 'minilm_path', 'tokenize_classification', 'token_lengths',
+           'padding_stats', 'SeededRandomSampler', 'LengthGroupedBatchSampler', 'load_corpus', 'split_documents',
+           'separator_id', 'token_stream', 'pack_blocks', 'RandomWindows', 'as_tokenizer', 'fit_epoch', 'make_loader',
+           'DataModule', 'classification_loader', 'ClassificationDataModule', 'causal_lm_collate',
+           'LanguageModelingDataModule', 'make_synthetic_nli', 'write_synthetic_nli', 'inspect_data', 'cli_data']
 
 # %% ../nbs/00_data.ipynb #17289a70
 def data_dir() -> Path | None:
@@ -193,7 +193,7 @@ def detect_schema(columns: Iterable[str], text_columns: Sequence[str] | None = N
     for schema in KNOWN_SCHEMAS:
         if all(c in columns for c in schema): return schema
     raise DataError(f"cannot tell which columns hold the text: found {columns}, expected one of "
-                    f"{[list(s) for s in KNOWN_SCHEMAS]}. Name them with text_columns=[...] (command line: --data.text_columns)")
+                    f"{[list(s) for s in KNOWN_SCHEMAS]}. Name them with text_columns=[...] (command line: --text_columns, or --data.text_columns for finetune)")
 
 # %% ../nbs/00_data.ipynb #7b0cf67b
 NLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -308,6 +308,17 @@ def labelled_examples(source: str | os.PathLike, labels: Sequence[str] | None = 
     cols = text_columns_of(ds)
     return list(zip(*(ds[c] for c in cols)))
 
+# %% ../nbs/00_data.ipynb #1d69b61c
+def data_options(info: Mapping, text_columns: Sequence[str] | None = None, label_column: str | None = None,
+                 skip_bad: bool = False) -> dict:
+    """How to read labelled data for the model whose bundle metadata is `info`, as keyword arguments of
+    `load_classification` and `labelled_examples`: its labels, and the text and label columns it was trained on unless
+    `text_columns` / `label_column` are given."""
+    trained = tuple(info.get("text_columns") or ())
+    columns = list(text_columns) if text_columns else (list(trained) if trained and trained not in KNOWN_SCHEMAS else None)
+    return {"labels": info.get("labels"), "text_columns": columns,
+            "label_column": label_column or info.get("label_column") or "label", "skip_bad": skip_bad}
+
 # %% ../nbs/00_data.ipynb #f7ccf7b4
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -397,7 +408,7 @@ def _documents(lines: Iterable[str], by: str) -> list[str]:
     if by == "file":
         text = "\n".join(lines)
         return [text] if text.strip() else []
-    raise ValueError(f"by must be 'line', 'paragraph' or 'file', got {by!r}")
+    raise UsageError(f"by must be 'line', 'paragraph' or 'file', got {by!r}")
 
 def load_corpus(source: str | os.PathLike = "sample:corpus", *, by: str = "line", text_column: str = "text",
                 split: str | None = None, name: str | None = None, skip_bad: bool = False):
@@ -424,7 +435,7 @@ def load_corpus(source: str | os.PathLike = "sample:corpus", *, by: str = "line"
 # %% ../nbs/00_data.ipynb #9c0c51a3
 def split_documents(ds, val_fraction: float = 0.1, seed: int = 0):
     "Train and validation data sets of documents: whole documents at random (seeded), or the tail of a single document."
-    if not 0 < val_fraction < 1: raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if not 0 < val_fraction < 1: raise UsageError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     if ds.num_rows == 1:
         text = ds[0]["text"]; cut = int(len(text) * (1 - val_fraction))
         return datasets.Dataset.from_dict({"text": [text[:cut]]}), datasets.Dataset.from_dict({"text": [text[cut:]]})
@@ -450,7 +461,7 @@ def token_stream(ds, tokenizer, text_column: str = "text") -> np.ndarray:
 # %% ../nbs/00_data.ipynb #c16b8bc0
 def pack_blocks(ds, tokenizer, block_size: int, text_column: str = "text"):
     "Tokenize every document of `ds`, join them with `separator_id`, and cut the stream into `block_size` blocks."
-    if block_size < 2: raise ValueError(f"block_size must be at least 2, got {block_size}")
+    if block_size < 2: raise UsageError(f"block_size must be at least 2, got {block_size}")
     flat = token_stream(ds, tokenizer, text_column)
     n = len(flat) // block_size
     if n == 0:
@@ -617,7 +628,7 @@ class LanguageModelingDataModule(DataModule):
                  batch_size: int = 16, val_fraction: float = 0.1, by: str = "line", text_column: str = "text",
                  split: str | None = None, val_split: str | None = None, name: str | None = None,
                  windows: str = "packed", collate_fn: Callable | None = None, num_workers: int = 0, seed: int = 0):
-        if windows not in ("packed", "random"): raise ValueError(f"windows must be 'packed' or 'random', got {windows!r}")
+        if windows not in ("packed", "random"): raise UsageError(f"windows must be 'packed' or 'random', got {windows!r}")
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer", "collate_fn"])
         self.tokenizer, self.collate_fn = as_tokenizer(tokenizer), collate_fn or causal_lm_collate
@@ -736,7 +747,7 @@ def inspect_data(source: str, kind: str = "auto", split: str | None = None, name
                                      label_column=label_column, labels=labels, skip_bad=skip_bad)
         elif kind == "corpus":
             ds = load_corpus(source, by=by, text_column=text_column, split=split, name=name, skip_bad=skip_bad)
-        else: raise ValueError(f"kind must be 'auto', 'classification' or 'corpus', got {kind!r}")
+        else: raise UsageError(f"kind must be 'auto', 'classification' or 'corpus', got {kind!r}")
     skipped = [w.message.report for w in caught if isinstance(w.message, SkippedRowsWarning)]
     for w in caught:
         if not isinstance(w.message, SkippedRowsWarning): warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -30,7 +30,7 @@ from fastapi import Header, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .core import UsageError, output_folder, parse_command
-from .data import labelled_examples
+from .data import data_options, labelled_examples
 from .finetuning import load_classifier
 from .bundle import copy_bundle, read_bundle
 
@@ -48,9 +48,9 @@ class _Logits(torch.nn.Module):
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
-def _sample_inputs(tokenizer, info, n: int = 64, data: str | None = None) -> list[tuple]:
+def _sample_inputs(info, n: int = 64, data: str | None = None, **reading) -> list[tuple]:
     if data:
-        return labelled_examples(data, info["labels"], n)
+        return labelled_examples(data, n=n, **data_options(info, **reading))
     pairs = len(info.get("text_columns") or ["premise", "hypothesis"]) == 2
     base = [("A man is playing a guitar on stage.", "A man is performing music."), ("Two dogs run through a field.", "The animals are asleep."),
             ("A woman reads a book in a quiet library, surrounded by students.", "Someone is reading."), ("Kids play.", "Children are outside in the park after school.")]
@@ -62,7 +62,7 @@ def _encode(tokenizer, examples, max_length: int = 128, names=ONNX_INPUTS) -> di
     return {k: enc[k].astype(np.int64) for k in names if k in enc}
 
 def export_onnx(model: str, output: str, quantize: bool = False, parity_data: str | None = None, opset: int = 18,
-                tolerance: float = 1e-4, overwrite: bool = False) -> dict:
+                tolerance: float = 1e-4, overwrite: bool = False, **reading) -> dict:
     """Export a classification bundle to ONNX: a copy of the bundle with `model.onnx` added (dynamic batch and sequence
     axes), checked against PyTorch on real inputs; with `quantize`, also `model.int8.onnx` (ONNX Runtime's dynamic int8).
 
@@ -74,6 +74,7 @@ def export_onnx(model: str, output: str, quantize: bool = False, parity_data: st
         opset: the ONNX opset
         tolerance: the largest absolute logit difference the float export may have against PyTorch
         overwrite: write into an `output` folder that holds other files (they are kept)
+        reading: how parity_data is read: text_columns, label_column, skip_bad (`data_options`)
     """
     info = read_bundle(model)
     if info.get("loader"):
@@ -82,14 +83,15 @@ def export_onnx(model: str, output: str, quantize: bool = False, parity_data: st
     torch_model, tokenizer, info = load_classifier(model)
     src, out = Path(model).resolve(), Path(output)
     if out.resolve() == src: raise UsageError(f"--output {output} is the input bundle; choose a new folder")
+    examples = _sample_inputs(info, 64, parity_data, **reading)   # a mistake in the data stops us before anything is written
     with output_folder(out, "export", overwrite):
         copy_bundle(src, out, exclude=("*.onnx",))
-        return _export_into(out, torch_model, tokenizer, info, quantize, parity_data, opset, tolerance)
+        return _export_into(out, torch_model, tokenizer, info, quantize, examples, opset, tolerance)
 
 # %% ../nbs/06_deployment.ipynb #36146855
-def _export_into(out: Path, torch_model, tokenizer, info: dict, quantize: bool, parity_data, opset: int, tolerance: float) -> dict:
+def _export_into(out: Path, torch_model, tokenizer, info: dict, quantize: bool, examples: list[tuple], opset: int,
+                 tolerance: float) -> dict:
     import onnxruntime as ort
-    examples = _sample_inputs(tokenizer, info, 64, parity_data)
     sample = _encode(tokenizer, examples[:2], info.get("max_length", 128))
     names = [k for k in ONNX_INPUTS if k in sample]
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -123,6 +125,7 @@ def _export_into(out: Path, torch_model, tokenizer, info: dict, quantize: bool, 
     return report
 
 def _export_command(model: str, output: str, format: str = "onnx", quantize: bool = False, parity_data: str | None = None,
+                    text_columns: list[str] | None = None, label_column: str | None = None, skip_bad: bool = False,
                     opset: int = 18, overwrite: bool = False) -> dict:
     """Args:
         model: the classification bundle to export
@@ -130,11 +133,15 @@ def _export_command(model: str, output: str, format: str = "onnx", quantize: boo
         format: the export format (onnx)
         quantize: also write ONNX Runtime's dynamic int8 model
         parity_data: labelled data whose inputs the parity check runs on (default: built-in sentences)
+        text_columns: the text column(s) of parity_data (default: the ones the model was trained on)
+        label_column: the label column of parity_data (default: the one the model was trained on)
+        skip_bad: skip bad rows of parity_data instead of stopping at the first
         opset: the ONNX opset
         overwrite: write into an --output folder that holds other files (they are kept)
     """
     if format != "onnx": raise UsageError(f"--format: only onnx is supported, got {format!r}")
-    return export_onnx(model, output, quantize, parity_data, opset, overwrite=overwrite)
+    return export_onnx(model, output, quantize, parity_data, opset, overwrite=overwrite, text_columns=text_columns,
+                       label_column=label_column, skip_bad=skip_bad)
 
 def cli_export(argv: list[str] | None = None) -> int:
     "Export a classification bundle to ONNX (with a parity check against PyTorch, optionally int8); prints one JSON line."

@@ -20,7 +20,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from .core import check_output, output_folder, parse_command
+from .core import UsageError, check_output, output_folder, parse_command
 from .data import load_corpus
 
 # %% auto #0
@@ -45,9 +45,9 @@ def train_tokenizer(source="sample:corpus", kind: str = "bpe", vocab_size: int =
     (sample, file, hub id), a `datasets.Dataset` with a `text` column, or a list of strings -- and return it as a
     `transformers` tokenizer with `SPECIAL_TOKENS`. WordPiece lowercases and adds `[CLS] ... [SEP]` (BERT); the others
     keep text as is and add nothing (GPT-2)."""
-    if kind not in TOKENIZER_KINDS: raise ValueError(f"kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
+    if kind not in TOKENIZER_KINDS: raise UsageError(f"kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
     specials = list(SPECIAL_TOKENS.values())
-    if vocab_size <= len(specials): raise ValueError(f"vocab_size must exceed the {len(specials)} special tokens")
+    if vocab_size <= len(specials): raise UsageError(f"vocab_size must exceed the {len(specials)} special tokens")
     lowercase = (kind == "wordpiece") if lowercase is None else lowercase
     if kind == "bpe":
         tok = Tokenizer(models.BPE())

@@ -19,7 +19,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .core import DataError, UsageError, load_pretrained
-from .data import (KNOWN_SCHEMAS, MINILM_HUB_ID, ClassificationDataModule, classification_loader,
+from .data import (MINILM_HUB_ID, ClassificationDataModule, classification_loader, data_options,
                            load_classification, text_columns_of, tokenize_classification)
 from .bundle import bundle_function, read_bundle, save_bundle
 from .training import Recipe, fit, make_trainer
@@ -193,7 +193,7 @@ def load_classifier(bundle: str | Path):
     info = read_bundle(bundle)
     if info["task"] != "classification": raise UsageError(f"{bundle} is a {info['task']} bundle, not a classifier")
     if info.get("loader"): return bundle_function(info["loader"])(bundle)
-    model = AutoModelForSequenceClassification.from_pretrained(str(bundle), use_safetensors=True).eval()
+    model = load_pretrained(AutoModelForSequenceClassification, bundle, use_safetensors=True).eval()
     return model, AutoTokenizer.from_pretrained(str(bundle)), info
 
 # %% ../nbs/04_finetuning.ipynb #e5de2735
@@ -233,12 +233,9 @@ def predict(model, inputs: Sequence[str] | Sequence[tuple[str, str]], tokenizer=
 def evaluate_classifier(bundle: str | Path, data: str, batch_size: int = 32, limit: int | None = None,
                         skip_bad: bool = False, text_columns: list[str] | None = None, label_column: str | None = None) -> dict:
     """Accuracy, macro-F1 and per-class precision / recall of a classification bundle on a labelled data file (or hub id).
-    The columns default to the ones the model was trained on, when they were not the usual names."""
+    The data is read as the model was trained (`data_options`): its columns, unless told others."""
     model, tokenizer, info = load_classifier(bundle)
-    trained = tuple(info.get("text_columns") or ())
-    ds = load_classification(data, labels=info["labels"], skip_bad=skip_bad,
-                             text_columns=text_columns or (list(trained) if trained and trained not in KNOWN_SCHEMAS else None),
-                             label_column=label_column or info.get("label_column") or "label")
+    ds = load_classification(data, **data_options(info, text_columns, label_column, skip_bad))
     want, got = len(info.get("text_columns", [])), len(text_columns_of(ds))
     if want and want != got:
         kind = lambda k: "sentence pairs" if k == 2 else "single texts"

@@ -22,7 +22,7 @@ from torch.nn.utils import prune
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .core import UsageError, check_output, output_folder, parse_command, scratch
-from .data import ClassificationDataModule, labelled_examples, load_classification
+from .data import ClassificationDataModule, data_options, labelled_examples, load_classification
 from .finetuning import Classifier, SequenceClassifier, evaluate_classifier, load_classifier
 from .bundle import BundleInfo, read_bundle, save_bundle
 from .training import fit, make_trainer
@@ -80,11 +80,12 @@ def backend_latency_ms(backend, examples: Sequence, batch_size: int = 32, max_le
     return _ms_per_example(backend, batches, len(examples), warmup)
 
 # %% ../nbs/05_optimization.ipynb #9971661a
-def measure(bundle: str | Path, data: str, variant: str | None = None, latency_examples: int = 256) -> dict:
-    "Parameters, weight-file size, CPU latency per example at batch 1 and 32, accuracy and macro-F1 of a classification bundle."
+def measure(bundle: str | Path, data: str, variant: str | None = None, latency_examples: int = 256, **reading) -> dict:
+    """Parameters, weight-file size, CPU latency per example at batch 1 and 32, accuracy and macro-F1 of a classification
+    bundle on `data`, read as `data_options` says (`reading`: its text_columns, label_column, skip_bad)."""
     model, tokenizer, info = load_classifier(bundle)
-    ex = labelled_examples(data, info["labels"], latency_examples)
-    ev = evaluate_classifier(bundle, data)
+    ex = labelled_examples(data, n=latency_examples, **data_options(info, **reading))
+    ev = evaluate_classifier(bundle, data, **reading)
     row = {"variant": variant or Path(bundle).name, "parameters": count_parameters(model),
            "size_mb": round(weights_mb(bundle), 2),
            "latency_ms_b1": round(latency_ms(model, tokenizer, ex[:latency_examples // 4], 1), 3),
@@ -402,11 +403,18 @@ class CompressOptions:
     smooth: float = 0.0
     calibration_data: str | None = None
     progress_bar: bool = False
+    text_columns: list[str] | None = None
+    label_column: str | None = None
+    skip_bad: bool = False
+
+    def reading(self) -> dict:
+        "The data options of the run (see `data_options`)."
+        return {"text_columns": self.text_columns, "label_column": self.label_column, "skip_bad": self.skip_bad}
 
     def data(self, bundle: Path, info: dict) -> ClassificationDataModule:
-        "The training data, tokenized for the bundle, with its labels."
-        return ClassificationDataModule(self.train_data, self.val_data, tokenizer=str(bundle), labels=info["labels"],
-                                        batch_size=self.batch_size, max_length=info.get("max_length", 128))
+        "The training data, read for the bundle (its labels and columns) and tokenized for it."
+        return ClassificationDataModule(self.train_data, self.val_data, tokenizer=str(bundle), batch_size=self.batch_size,
+                                        max_length=info.get("max_length", 128), **data_options(info, **self.reading()))
 
 # %% ../nbs/05_optimization.ipynb #84182c7a
 def _finetune(module, data: ClassificationDataModule, o: CompressOptions, work_dir: Path):
@@ -420,7 +428,7 @@ def compress_int8(current: Path, out: Path, info: dict, o: CompressOptions, work
     "int8 weights (`quantize_int8`), smoothed and calibrated when `o.smooth` > 0; written as an int8 bundle."
     fmodel, tok, _ = load_classifier(current)
     source = (o.calibration_data or o.train_data or o.eval_data) if o.smooth else None
-    calib = calibration_batches(tok, labelled_examples(source, info["labels"], 256), max_length=info.get("max_length", 128)) if source else None
+    calib = calibration_batches(tok, labelled_examples(source, n=256, **data_options(info, **o.reading())), max_length=info.get("max_length", 128)) if source else None
     save_int8_bundle(quantize_int8(fmodel, calib, o.smooth), tok, out,
                      info.derive(compressed_from=str(current), calibration_data=source, smooth=o.smooth))
     return {}
@@ -475,6 +483,7 @@ def compress(model: str, method: str, eval_data: str, output: str, train_data: s
              val_data: str | None = None, sparsity: float | None = None, structured: float = 0.0,
              layers: int | None = None, temperature: float = 2.0, alpha: float = 0.5, epochs: int = 1,
              lr: float | None = None, batch_size: int = 32, smooth: float = 0.0, calibration_data: str | None = None,
+             text_columns: list[str] | None = None, label_column: str | None = None, skip_bad: bool = False,
              latency_examples: int = 256, seed: int = 0, progress_bar: bool = False, overwrite: bool = False,
              report=print) -> list[dict]:
     """Compress the classification bundle `model` and measure it: one row per variant (the original, then each method's
@@ -499,6 +508,9 @@ def compress(model: str, method: str, eval_data: str, output: str, train_data: s
         smooth: int8: SmoothQuant's alpha, how much of the activations' range moves into the weights (0: no smoothing;
             it helps some models and hurts others: measure)
         calibration_data: int8: the data whose first 256 inputs calibrate the smoothing (default: train_data, else eval_data)
+        text_columns: the text column(s) of the labelled data (default: the ones the model was trained on)
+        label_column: the label column (default: the one the model was trained on)
+        skip_bad: skip bad rows of the labelled data and count them, instead of stopping at the first
         batch_size: the training batch size
         latency_examples: how many evaluation examples the latency is measured on
         seed: the training seed
@@ -509,16 +521,17 @@ def compress(model: str, method: str, eval_data: str, output: str, train_data: s
     import lightning as L
     if sparsity is None: sparsity = 0.0 if structured else 0.5
     opts = CompressOptions(train_data, val_data, eval_data, sparsity, structured, layers, temperature, alpha, epochs, lr,
-                           batch_size, smooth, calibration_data, progress_bar)
+                           batch_size, smooth, calibration_data, progress_bar, text_columns, label_column, skip_bad)
     methods, outputs = _plan(model, method, Path(output), opts, overwrite)
-    rows = [measure(model, eval_data, "original", latency_examples)]
+    rows = [measure(model, eval_data, "original", latency_examples, **opts.reading())]
     report(rows[0])
     current = Path(model)
     for i, (m, out) in enumerate(zip(methods, outputs)):
         L.seed_everything(seed, verbose=False)
         with scratch() as work, output_folder(out, "compress", overwrite):
             extra = METHODS[m](current, out, read_bundle(current), opts, work)
-        row = _compared(measure(out, eval_data, f"{rows[-1]['variant']}+{m}" if i else m, latency_examples) | extra, rows[0])
+        variant = f"{rows[-1]['variant']}+{m}" if i else m
+        row = _compared(measure(out, eval_data, variant, latency_examples, **opts.reading()) | extra, rows[0])
         rows.append(row); report(row)
         current = out
     return rows

@@ -19,7 +19,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from .core import UsageError, output_folder, parse_command
-from .data import (label_names, labelled_examples, load_classification, load_corpus, resolve_source, split_documents, text_columns_of)
+from .data import (data_options, label_names, labelled_examples, load_classification, load_corpus, resolve_source, split_documents, text_columns_of)
 from .deployment import Client, ServerProcess, export_onnx, load_backend, port_in_use
 from .embeddings import tokenizer_stats, train_tokenizer
 from .finetuning import SequenceClassifier, predict
@@ -53,6 +53,9 @@ class PipelineConfig:
         finetune_lr: the fine-tuning peak learning rate
         batch_size: the fine-tuning batch size
         max_length: the longest pair, in tokens (longer ones are truncated)
+        text_columns: the text columns of the labelled files (default: found by name: premise/hypothesis, ...)
+        label_column: the label column of the labelled files
+        skip_bad: skip bad rows of the labelled files and count them, instead of stopping at the first
         needs_gpu: refuse to start without a GPU (the real scale would take days on a CPU)
     """
     recipe: str = "tiny-mlm"
@@ -66,7 +69,14 @@ class PipelineConfig:
     finetune_lr: float = 5e-4
     batch_size: int = 32
     max_length: int = 128
+    text_columns: list[str] | None = None
+    label_column: str = "label"
+    skip_bad: bool = False
     needs_gpu: bool = False
+
+    def reading(self) -> dict:
+        "How the labelled files are read: the data options every command takes (`data_options`)."
+        return {"text_columns": self.text_columns, "label_column": self.label_column, "skip_bad": self.skip_bad}
 
 SCALES = {
     "tiny": PipelineConfig(),
@@ -106,11 +116,13 @@ def local_pairs(spec: str, folder: str | Path) -> str:
     return str(path)
 
 # %% ../nbs/08_pipeline.ipynb #318b94d0
-def check_labelled(files: dict) -> None:
-    "Read every labelled file once, with the rules training uses: a bad row, or a label training never sees, is an error now."
-    names = label_names(load_classification(files["train"]))
+def check_labelled(files: dict, reading: dict | None = None) -> None:
+    """Read every labelled file once, with the rules training uses (and the `reading` options): a bad row, or a label
+    training never sees, is an error now."""
+    reading = reading or {}
+    names = label_names(load_classification(files["train"], **reading))
     for key in ("val", "test"):
-        if files.get(key): load_classification(files[key], labels=names)
+        if files.get(key): load_classification(files[key], labels=names, **reading)
 
 # %% ../nbs/08_pipeline.ipynb #2c5e0184
 class Progress:
@@ -288,7 +300,7 @@ def finetune_stage(run: PipelineRun) -> StageResult:
     cfg, backbone = run.config, str(run.path("pretrain", "bundle"))
     L.seed_everything(0, verbose=False)
     data = ClassificationDataModule(run.files["train"], run.files["val"], tokenizer=backbone, batch_size=cfg.batch_size,
-                                    max_length=cfg.max_length)
+                                    max_length=cfg.max_length, **cfg.reading())
     clf = SequenceClassifier(backbone, lr=cfg.finetune_lr, warmup=0.1)
     trainer = make_trainer(run.path("finetune"), max_epochs=cfg.finetune_epochs, progress_bar=False, monitor=None,
                            enable_model_summary=False, logger="csv", callbacks=[StepProgress(run.progress)])
@@ -296,7 +308,7 @@ def finetune_stage(run: PipelineRun) -> StageResult:
     val_acc = float(trainer.callback_metrics["val_accuracy"])
     bundle = clf.save_bundle(run.path("finetune", "bundle"), data.tokenizer, metrics={"val_accuracy": round(val_acc, 5)},
                              steps=trainer.global_step)
-    m = measure(bundle, run.files["test"], "float")
+    m = measure(bundle, run.files["test"], "float", **cfg.reading())
     return StageResult("finetune", f"{cfg.finetune_epochs} epochs on {data.train_ds.num_rows:,} pairs: test accuracy "
                        f"{m['accuracy']:.3f} on {m['n']:,} (chance {1 / len(clf.label_names):.3f})", m["size_mb"],
                        m["latency_ms_b32"], artefact=str(bundle),
@@ -305,9 +317,9 @@ def finetune_stage(run: PipelineRun) -> StageResult:
                                 "latency_ms_b1": m["latency_ms_b1"], "latency_ms_b32": m["latency_ms_b32"]})
 
 # %% ../nbs/08_pipeline.ipynb #64c0e493
-def agreement(a, b, data: str) -> float:
-    "The share of `data`'s examples on which bundles `a` and `b` predict the same label."
-    examples = labelled_examples(data, read_bundle(a)["labels"], 10**9)
+def agreement(a, b, data: str, **reading) -> float:
+    "The share of `data`'s examples on which bundles `a` and `b` predict the same label (`data` read as `data_options` says)."
+    examples = labelled_examples(data, **data_options(read_bundle(a), **reading))
     return sum(x["label"] == y["label"] for x, y in zip(predict(a, examples), predict(b, examples))) / len(examples)
 
 # %% ../nbs/08_pipeline.ipynb #87f941d0
@@ -315,8 +327,9 @@ def agreement(a, b, data: str) -> float:
 def compress_stage(run: PipelineRun) -> StageResult:
     "Quantize the fine-tuned bundle to int8 (weights and activations); compare it with the float model on the test pairs."
     src, out = run.path("finetune", "bundle"), run.path("int8")
-    original, q = compress(str(src), "int8", eval_data=run.files["test"], output=str(out), report=lambda row: None)
-    same = agreement(src, out, run.files["test"])
+    original, q = compress(str(src), "int8", eval_data=run.files["test"], output=str(out), report=lambda row: None,
+                           **run.config.reading())
+    same = agreement(src, out, run.files["test"], **run.config.reading())
     return StageResult("compress", f"int8: {q['size_x']:.1f}x smaller, {q['speedup_b32']:.1f}x faster at batch 32, test "
                        f"accuracy {q['accuracy']:.3f} ({q['accuracy_delta']:+.3f}), same answer as float on {same:.1%}",
                        q["size_mb"], q["latency_ms_b32"], artefact=str(out),
@@ -327,9 +340,11 @@ def compress_stage(run: PipelineRun) -> StageResult:
 @stage("export", "ONNX export with the parity check")
 def export_stage(run: PipelineRun) -> StageResult:
     "Export the fine-tuned float bundle to ONNX with the parity check; time ONNX Runtime on the test pairs."
-    r = export_onnx(str(run.path("finetune", "bundle")), str(run.path("onnx")), parity_data=run.files["test"])
+    r = export_onnx(str(run.path("finetune", "bundle")), str(run.path("onnx")), parity_data=run.files["test"],
+                    **run.config.reading())
     backend = load_backend(run.path("onnx"), "onnx")
-    ms = backend_latency_ms(backend, labelled_examples(run.files["test"], backend.info["labels"], 256))
+    test = labelled_examples(run.files["test"], n=256, **data_options(backend.info, **run.config.reading()))
+    ms = backend_latency_ms(backend, test)
     return StageResult("export", f"ONNX, opset 18: largest logit difference from PyTorch {r['parity_max_abs_diff']:.1e} on "
                        f"{r['parity_examples']} test pairs", r["onnx_mb"], round(ms, 3), artefact=r["onnx"],
                        metrics={"parity_max_abs_diff": r["parity_max_abs_diff"], "latency_ms_b32": round(ms, 3)})
@@ -339,7 +354,7 @@ def export_stage(run: PipelineRun) -> StageResult:
 def serve_stage(run: PipelineRun) -> StageResult:
     "Serve the int8 bundle, ask it one test pair, check the answer against `predict`, stop the server."
     bundle = run.path("int8")
-    pair = labelled_examples(run.files["test"], read_bundle(bundle)["labels"], 1)
+    pair = labelled_examples(run.files["test"], n=1, **data_options(read_bundle(bundle), **run.config.reading()))
     t0 = time.perf_counter()
     with ServerProcess(str(bundle), port=run.port) as server:
         startup = time.perf_counter() - t0
@@ -407,7 +422,7 @@ def _run_stages(out: Path, scale: str, cfg: PipelineConfig, port: int | None, li
         try:
             run.files = {"train": local_pairs(cfg.train_data, out / "data"), "test": local_pairs(cfg.test_data, out / "data"),
                          "val": local_pairs(cfg.val_data, out / "data") if cfg.val_data else None}
-            check_labelled(run.files)   # bad rows stop the run now, not after pretraining
+            check_labelled(run.files, run.config.reading())   # bad rows stop the run now, not after pretraining
             for name in STAGES: run_stage(run, name)
         except BaseException as e:
             write_report(run, scale, time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
@@ -418,7 +433,8 @@ def _run_stages(out: Path, scale: str, cfg: PipelineConfig, port: int | None, li
 # %% ../nbs/08_pipeline.ipynb #2961f75e
 def pipeline(scale: str = "tiny", output: str = "runs/pipeline", recipe: str | None = None, train_data: str | None = None,
              val_data: str | None = None, test_data: str | None = None, pretrain_steps: int | None = None,
-             finetune_epochs: int | None = None, port: int | None = None, overwrite: bool = False) -> list[StageResult]:
+             finetune_epochs: int | None = None, text_columns: list[str] | None = None, label_column: str | None = None,
+             skip_bad: bool = False, port: int | None = None, overwrite: bool = False) -> list[StageResult]:
     """Run the whole path: tokenizer, pretraining, fine-tuning, int8 compression, ONNX export, serving.
 
     Args:
@@ -430,6 +446,9 @@ def pipeline(scale: str = "tiny", output: str = "runs/pipeline", recipe: str | N
         test_data: labelled data for every reported accuracy and latency (default: the scale's)
         pretrain_steps: pretraining steps (default: the scale's)
         finetune_epochs: fine-tuning epochs (default: the scale's)
+        text_columns: the text column(s) of the labelled data (default: found by name: premise/hypothesis, text, ...)
+        label_column: the label column of the labelled data (default: label)
+        skip_bad: skip bad rows of the labelled data and count them, instead of stopping at the first
         port: the server's port (default: a free one)
         overwrite: write into an --output folder that holds other files (they are kept)
     """
@@ -437,7 +456,8 @@ def pipeline(scale: str = "tiny", output: str = "runs/pipeline", recipe: str | N
     for name, value in [("pretrain_steps", pretrain_steps), ("finetune_epochs", finetune_epochs)]:
         if value is not None and value < 1: raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     given = {"recipe": recipe, "train_data": train_data, "val_data": val_data, "test_data": test_data,
-             "pretrain_steps": pretrain_steps, "finetune_epochs": finetune_epochs}
+             "pretrain_steps": pretrain_steps, "finetune_epochs": finetune_epochs, "text_columns": text_columns,
+             "label_column": label_column, "skip_bad": skip_bad or None}
     cfg = replace(SCALES[scale], **{k: v for k, v in given.items() if v is not None})
     return run_pipeline(scale, output, cfg, port, overwrite=overwrite)
 

@@ -414,7 +414,7 @@ def evaluate_language_model(bundle: str | Path, data: str, batch_size: int = 32,
     info = read_bundle(bundle)
     tokenizer = AutoTokenizer.from_pretrained(bundle)
     cls = AutoModelForCausalLM if info["task"] == "causal-lm" else AutoModelForMaskedLM
-    model = cls.from_pretrained(bundle, use_safetensors=True).eval()
+    model = load_pretrained(cls, bundle, use_safetensors=True).eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     corpus = load_corpus(data, by=info.get("by", "line"), text_column=info.get("text_column", "text"), skip_bad=skip_bad)

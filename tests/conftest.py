@@ -5,7 +5,13 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": 
                "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_k, _v)
 
-import os
+# Under pytest-xdist (`-n`), each worker gets an equal share of the cores: N workers that each used every core would
+# fight over them (on 2 cores, two PyTorch processes with two threads each run many times slower, not twice as fast).
+# Set before torch is imported here or in a command the tests start, which inherits it.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+
 import re
 import shutil
 import signal
@@ -17,6 +23,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# the test files that share the installed wheel (the `installed` and `readme_session` fixtures)
+INSTALLED = {"test_install", "test_readme", "test_pipeline"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist with `--dist loadgroup` (pytest.ini), each test file runs whole on one worker, so its module
+    fixtures (a fine-tuned model, a server) are made once, and the files that use the installed wheel share a worker."""
+    for item in items:
+        stem = item.path.stem
+        item.add_marker(pytest.mark.xdist_group("installed" if stem in INSTALLED else stem))
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +65,27 @@ def llmstart_exe() -> str:
     found = str(here) if here.exists() else shutil.which("llmstart")
     if not found: pytest.fail("the llmstart console script is not installed (pip install -e .)")
     return found
+
+
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    """`llmstart *args` run in this process -- `llmstart.cli.main`, what the console script calls -- as a completed
+    process (exit status, stdout, stderr): the same code without a new interpreter's 5-10 s of imports per run. The
+    environment and the working folder are restored after. What needs a process of its own (the installed wheel, a
+    kill and resume, DDP, signals, the README as a user runs it) uses `llmstart_exe()`."""
+    import contextlib
+    import io
+    from llmstart.cli import main
+    argv, out, err = [str(a) for a in args], io.StringIO(), io.StringIO()
+    env, here = dict(os.environ), os.getcwd()
+    try:
+        if cwd is not None: os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try: code = main(argv)
+            except SystemExit as e: code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        os.chdir(here)
+        os.environ.clear(); os.environ.update(env)
+    return subprocess.CompletedProcess(["llmstart", *argv], code, out.getvalue(), err.getvalue())
 
 
 def write_snli_parts(path, tmp, parts: dict, seed: int = 0) -> None:

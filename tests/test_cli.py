@@ -1,11 +1,12 @@
-"""The `llmstart` command end to end, as a user runs it (a subprocess, the installed console script)."""
+"""The `llmstart` command end to end: the console script in a process of its own where the process matters (help, imports,
+timing), in this process (`conftest.cli`) for what a command does."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import llmstart
-from conftest import llmstart_exe
+from conftest import cli, llmstart_exe
 
 LLMSTART = llmstart_exe()
 ROOT_CONFIGS = Path(llmstart.__file__).parent / "configs"
@@ -39,14 +40,52 @@ def test_unknown_command_suggests():
     assert "unknown command 'dat'; did you mean 'data'?" in r.stderr
 
 
+HEAVY = ("torch", "lightning", "transformers", "datasets", "tokenizers", "onnxruntime", "litserve")
+
+
+def heavy_imports(*argv) -> list[str]:
+    "The heavy libraries imported by `llmstart *argv` (in a fresh process)."
+    code = (f"import sys; from llmstart.cli import main\ntry: main({list(argv)!r})\nexcept SystemExit: pass\n"
+            f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY" in r.stdout, r.stdout[-200:] + r.stderr[-1000:]
+    return eval(r.stdout.rsplit("HEAVY", 1)[1])
+
+
 def test_help_does_not_import_torch():
-    code = "import sys; from llmstart.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\nprint('TORCH', 'torch' in sys.modules)"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.stdout.strip().endswith("TORCH False"), r.stdout[-200:] + r.stderr[-500:]
+    assert heavy_imports("--help") == []
+
+
+def test_command_help_is_read_from_the_source_without_heavy_imports():
+    "Every function command answers --help without importing a heavy library; the training commands (a LightningCLI)"
+    " take their options from the model classes, so they import them."
+    from llmstart.cli import discover_commands, source_function
+    commands = discover_commands()
+    rebuilt = {name for name, cmd in commands.items() if source_function(cmd)}
+    assert rebuilt == set(commands) - {"pretrain", "finetune"}, rebuilt
+    for name in ("data", "compress", "pipeline"):
+        assert heavy_imports(name, "--help") == [], name
+    assert "lightning" in heavy_imports("finetune", "--help")
+
+
+def test_help_from_the_source_is_the_imported_help(capsys):
+    "Word for word: the function rebuilt from the source gives the help the imported function gives."
+    import importlib
+    import pytest
+    from llmstart.cli import discover_commands, source_function
+    from llmstart.core import parse_command
+    for name, cmd in discover_commands().items():
+        if not (found := source_function(cmd)): continue
+        fn, args, kwargs = found
+        texts = []
+        for f in (fn, getattr(importlib.import_module(cmd.module), fn.__name__)):
+            with pytest.raises(SystemExit): parse_command(f, ["--help"], *args, **kwargs)
+            texts.append(capsys.readouterr().out)
+        assert texts[0] == texts[1] and "--config" in texts[0], name
 
 
 def test_data_command_summarises_snli(shared):
-    r = run("data", str(shared("snli_dev.jsonl")))
+    r = cli("data", shared("snli_dev.jsonl"))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["rows"] == 9842 and out["kind"] == "classification" and out["skipped"] == 0
@@ -55,7 +94,7 @@ def test_data_command_summarises_snli(shared):
 
 
 def test_data_command_on_corpus_sample():
-    r = run("data", "sample:corpus")
+    r = cli("data", "sample:corpus")
     out = json.loads(r.stdout)
     assert r.returncode == 0 and out["kind"] == "corpus" and out["rows"] == 300
 
@@ -63,11 +102,11 @@ def test_data_command_on_corpus_sample():
 def test_data_command_bad_file_fails_with_the_line(tmp_path):
     f = tmp_path / "train.jsonl"
     f.write_text('{"text": "good", "label": "pos"}\n{"text": "bad", "label": }\n{"text": "fine", "label": "neg"}\n')
-    r = run("data", str(f))
+    r = cli("data", f)
     assert r.returncode == 1
     assert r.stderr.startswith(f"llmstart data: error: {f}, line 2: broken JSON")
     assert "Traceback" not in r.stderr
-    r = run("data", str(f), "--skip_bad", "true")
+    r = cli("data", f, "--skip_bad", "true")
     assert r.returncode == 0
     out = json.loads(r.stdout)
     assert (out["rows"], out["skipped"]) == (2, 1)
@@ -82,7 +121,7 @@ def test_data_command_help_has_one_line_per_option():
 
 
 def test_data_command_missing_file():
-    r = run("data", "no/such/file.jsonl")
+    r = cli("data", "no/such/file.jsonl")
     assert r.returncode == 1 and "no such file" in r.stderr
 
 
@@ -145,3 +184,56 @@ def test_dashes_and_underscores_both_work_and_config_files_too(tmp_path, capsys)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"model": "m", "method": "int8", "eval_data": "e", "output": "o"}))
     assert parse_command(compress, ["--config", str(cfg)], "llmstart compress", "", skip=["report"])["eval_data"] == "e"
+
+
+def test_every_command_that_reads_labelled_data_reads_it_the_same_way(tmp_path):
+    """A spreadsheet's CSV with columns of its own (byte-order mark, Windows line endings): fine-tuned with
+    --data.text_columns / --data.label_column, then evaluated, compressed and exported on it without being told again;
+    `data`, `evaluate`, `compress` and `export` all take --text_columns, --label_column and --skip_bad."""
+    import csv
+    import io
+    from llmstart.data import load_classification, minilm_path
+    rows = load_classification("sample:nli-val")
+    names = rows.features["label"].names
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(["first", "second", "verdict"])
+    for r in rows.select(range(120)): writer.writerow([r["premise"], r["hypothesis"], names[r["label"]]])
+    data = tmp_path / "mine.csv"
+    data.write_text("\ufeff" + buf.getvalue(), encoding="utf-8", newline="")
+
+    def ok(*args):
+        r = cli(*args)
+        assert r.returncode == 0, f"llmstart {' '.join(map(str, args))}\n{r.stderr[-3000:]}"
+        return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+    ok("finetune", "--model.backbone", minilm_path(), "--data.train_file", data, "--data.text_columns", "[first, second]",
+       "--data.label_column", "verdict", "--trainer.max_steps", 3, "--trainer.progress_bar", "false", "--output", tmp_path / "clf")
+    info = json.loads((tmp_path / "clf" / "llmstart.json").read_text())
+    assert info["text_columns"] == ["first", "second"] and info["label_column"] == "verdict"
+    evaluated = ok("evaluate", "--model", tmp_path / "clf", "--data", data)[-1]
+    assert evaluated["n"] == 120
+    compressed = ok("compress", "--model", tmp_path / "clf", "--method", "int8", "--eval_data", data, "--output",
+                    tmp_path / "int8", "--latency_examples", 16)
+    assert [r["n"] for r in compressed] == [120, 120] and compressed[0]["accuracy"] == evaluated["accuracy"]
+    exported = ok("export", "--model", tmp_path / "clf", "--output", tmp_path / "onnx", "--parity_data", data)[-1]
+    assert exported["parity_examples"] == 64 and exported["parity_max_abs_diff"] <= 1e-4
+    summary = ok("data", data, "--text_columns", "[first, second]", "--label_column", "verdict")[-1]
+    assert summary["rows"] == 120 and summary["text_columns"] == ["first", "second"]
+    # told other columns, every command says which columns the file has
+    for command in (["evaluate", "--model", tmp_path / "clf", "--data", data],
+                    ["compress", "--model", tmp_path / "clf", "--method", "int8", "--eval_data", data, "--output", tmp_path / "x"],
+                    ["export", "--model", tmp_path / "clf", "--output", tmp_path / "y", "--parity_data", data]):
+        r = cli(*command, "--text_columns", "[premise, hypothesis]")
+        assert r.returncode == 1 and "first" in r.stderr and "premise" in r.stderr, (command[0], r.stderr[-2000:])
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()       # stopped before writing anything
+    # the pipeline reads its files with the same options: a bad label in the test file is found (columns understood)
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(data.read_bytes().replace(b",entailment\r\n", b",maybe\r\n", 1))
+    r = cli("pipeline", "--output", tmp_path / "run", "--train_data", data, "--test_data", bad,
+            "--text_columns", "[first, second]", "--label_column", "verdict")
+    assert r.returncode == 1 and "unknown label 'maybe'" in r.stderr, r.stderr[-2000:]
+    for command in ("data", "evaluate", "compress", "export", "pipeline"):
+        help_text = cli(command, "--help").stdout
+        assert all(f"--{o}" in help_text for o in ("text_columns", "label_column", "skip_bad")), command

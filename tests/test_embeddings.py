@@ -2,7 +2,6 @@
 import json
 import math
 from collections import Counter
-import subprocess
 
 import lightning as L
 import numpy as np
@@ -11,7 +10,7 @@ from transformers import AutoTokenizer
 
 from llmstart import embeddings as E
 from llmstart.data import load_corpus, split_documents
-from conftest import llmstart_exe
+from conftest import cli
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +100,11 @@ def test_skipgram_on_tiny_shakespeare_learns_cooccurrence(shared):
 
 
 def test_tokenizer_command(tmp_path):
-    exe = llmstart_exe()
-    r = subprocess.run([exe, "tokenizer", "sample:corpus", str(tmp_path / "tok"), "--kind", "wordpiece",
-                        "--vocab_size", "1500"], capture_output=True, text=True, timeout=300)
+    r = cli("tokenizer", "sample:corpus", tmp_path / "tok", "--kind", "wordpiece", "--vocab_size", 1500)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["vocab_size"] == 1500 and out["unk_rate"] == 0.0 and 1.0 < out["tokens_per_word"] < 2.0
     tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
     assert tok("hello world")["input_ids"][0] == tok.cls_token_id
-    r = subprocess.run([exe, "tokenizer", "sample:corpus", str(tmp_path / "x"), "--kind", "sentencepiece"],
-                       capture_output=True, text=True, timeout=300)
+    r = cli("tokenizer", "sample:corpus", tmp_path / "x", "--kind", "sentencepiece")
     assert r.returncode != 0 and "kind must be one of" in r.stderr

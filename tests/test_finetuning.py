@@ -1,6 +1,5 @@
 """Chapter 4: llmstart finetune -> evaluate on real pairs and single texts, exact reproduction, LoRA, bad input."""
 import json
-import subprocess
 
 import lightning as L
 import pytest
@@ -10,7 +9,7 @@ from llmstart import finetuning as FT
 from llmstart.core import DataError, UsageError
 from llmstart.data import ClassificationDataModule, load_classification, minilm_path
 from llmstart.training import make_trainer
-from conftest import llmstart_exe
+from conftest import cli
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
@@ -30,8 +29,8 @@ def snli_files(shared, tmp_path_factory):
     return tmp
 
 
-def run(*args, ok=True, timeout=900):
-    r = subprocess.run([llmstart_exe(), *args], capture_output=True, text=True, timeout=timeout)
+def run(*args, ok=True):
+    r = cli(*args)
     if ok:
         assert r.returncode == 0, r.stderr[-4000:]
         return json.loads(r.stdout.strip().splitlines()[-1])

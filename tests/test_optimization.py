@@ -1,6 +1,5 @@
 """Chapter 5: llmstart compress end to end on a real fine-tuned MiniLM -- int8, pruning, distillation -- and bad input."""
 import json
-import subprocess
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ import torch
 from llmstart import optimization as OPT
 from llmstart.data import load_classification
 from llmstart.finetuning import load_classifier, predict
-from conftest import finetune_minilm, llmstart_exe, write_snli_parts
+from conftest import cli, finetune_minilm, write_snli_parts
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
@@ -22,8 +21,8 @@ def nli(shared, tmp_path_factory):
     return tmp
 
 
-def run(*args, ok=True, timeout=900):
-    r = subprocess.run([llmstart_exe(), *args], capture_output=True, text=True, timeout=timeout)
+def run(*args, ok=True):
+    r = cli(*args)
     if ok:
         assert r.returncode == 0, r.stderr[-4000:]
         return [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]

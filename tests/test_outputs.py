@@ -1,18 +1,16 @@
 """No command loses or mixes a user's files, and a run resumes only itself: every writing command pointed at a folder that
 holds a user's file, the same command run twice, and a different run in the folder of an earlier one."""
 import json
-import subprocess
 
 import pytest
 
-from conftest import llmstart_exe
+from conftest import cli
 
-LLMSTART = llmstart_exe()
 MINE = "notes.txt"
 
 
-def run(*args, cwd=None, timeout=600):
-    return subprocess.run([LLMSTART, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+def run(*args, cwd=None):
+    return cli(*args, cwd=cwd)
 
 
 def ok(*args, **kw):

@@ -1,12 +1,11 @@
 """`llmstart pipeline` end to end as a user runs it: every stage reported, every bundle usable, the server gone after."""
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import llmstart_exe
+from conftest import cli
 
 STAGES = ["tokenizer", "pretrain", "finetune", "compress", "export", "serve"]
 
@@ -64,8 +63,7 @@ def test_figures_are_real(run):
 def test_bundles_work_with_the_other_commands(run):
     proc, out, _ = run
     report = {s["stage"]: s for s in json.loads((out / "report.json").read_text())["stages"]}
-    ev = subprocess.run([llmstart_exe(), "evaluate", "--model", str(out / "int8"), "--data", "sample:nli-val"],
-                        capture_output=True, text=True, timeout=120)
+    ev = cli("evaluate", "--model", out / "int8", "--data", "sample:nli-val")
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert json.loads(ev.stdout)["accuracy"] == report["compress"]["metrics"]["accuracy"]
     # the ONNX export answers like the PyTorch bundle it came from
@@ -91,7 +89,7 @@ def test_server_stopped_and_nothing_left_running(run):
 
 def test_refuses_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    r = subprocess.run([llmstart_exe(), "pipeline", "--output", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    r = cli("pipeline", "--output", tmp_path)
     assert r.returncode == 1 and "holds files that llmstart did not write" in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -100,8 +98,7 @@ def test_bad_data_stops_before_training(tmp_path):
     bad = tmp_path / "test.jsonl"
     bad.write_text('{"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": "entailment"}\n'
                    '{"premise": "A cat sleeps.", "hypothesis": "A cat naps.", "label": "maybe"}\n')
-    r = subprocess.run([llmstart_exe(), "pipeline", "--output", str(tmp_path / "run"), "--test-data", str(bad)],
-                       capture_output=True, text=True, timeout=120)
+    r = cli("pipeline", "--output", tmp_path / "run", "--test-data", bad)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "test.jsonl, line 2" in r.stderr and "maybe" in r.stderr
     assert "[1/6]" not in r.stderr          # nothing was trained
@@ -113,16 +110,14 @@ def test_bad_data_stops_before_training(tmp_path):
                                            (["--pretrain-steps", "0"], "--pretrain-steps must be at least 1"),
                                            (["--recipe", "no-such-recipe"], "the bundled recipes are")])
 def test_bad_options(tmp_path, args, message):
-    r = subprocess.run([llmstart_exe(), "pipeline", "--output", str(tmp_path / "run"), *args], capture_output=True,
-                       text=True, timeout=120)
+    r = cli("pipeline", "--output", tmp_path / "run", *args)
     assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
 def test_real_scale_needs_a_gpu(tmp_path):
     import torch
     if torch.cuda.is_available(): pytest.skip("this machine has a GPU: the real scale would start")
-    r = subprocess.run([llmstart_exe(), "pipeline", "--scale", "real", "--output", str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=120)
+    r = cli("pipeline", "--scale", "real", "--output", tmp_path / "run")
     assert r.returncode == 1 and "needs a GPU" in r.stderr and "--scale tiny" in r.stderr
 
 

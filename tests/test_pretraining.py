@@ -12,7 +12,7 @@ from llmstart import pretraining as P
 from llmstart.data import LanguageModelingDataModule, load_corpus
 from llmstart.embeddings import train_tokenizer
 from llmstart.training import make_trainer
-from conftest import llmstart_exe
+from conftest import cli, llmstart_exe
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,9 @@ def test_character_lm_beats_the_unigram_entropy(shared, tmp_path):
     assert abs(ev["loss"] - val) < 0.1 and ev["perplexity"] == pytest.approx(math.exp(ev["loss"]), rel=1e-3)
 
 
-def run_cli(*args, timeout=900):
-    r = subprocess.run([llmstart_exe(), *args], capture_output=True, text=True, timeout=timeout)
+def run_cli(*args, process=False):
+    "`llmstart *args` in this process, or (`process`: DDP relaunches its own command line) as the console script."
+    r = subprocess.run([llmstart_exe(), *args], capture_output=True, text=True, timeout=900) if process else cli(*args)
     assert r.returncode == 0, r.stderr[-4000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -133,9 +134,8 @@ def test_pretrain_bundle_evaluate_end_to_end(tmp_path):
     assert ev["task"] == "masked-lm" and ev["tokens"] > 1000
     assert abs(ev["loss"] - out["val_loss"]) < 0.5   # the whole corpus vs its held-out tenth: close, not equal
     # the same command again resumes the finished run instead of starting over
-    r = subprocess.run([llmstart_exe(), "pretrain", "--config", "tiny-mlm", "--trainer.max_steps", "40",
-                        "--trainer.output_dir", str(tmp_path / "run"), "--trainer.progress_bar", "false"],
-                       capture_output=True, text=True, timeout=600)
+    r = cli("pretrain", "--config", "tiny-mlm", "--trainer.max_steps", "40", "--trainer.output_dir", tmp_path / "run",
+            "--trainer.progress_bar", "false")
     assert r.returncode == 0 and "resuming from" in r.stderr and "at step 40" in r.stderr
 
 
@@ -145,7 +145,7 @@ def test_ddp_two_processes_matches_one(tmp_path, shared):
               "--trainer.progress_bar", "false", "--trainer.accelerator", "cpu"]
     one = run_cli("pretrain", *common, "--data.batch_size", "24", "--trainer.output_dir", str(tmp_path / "one"))
     two = run_cli("pretrain", *common, "--data.batch_size", "12", "--trainer.strategy", "ddp", "--trainer.devices", "2",
-                  "--trainer.output_dir", str(tmp_path / "two"))
+                  "--trainer.output_dir", str(tmp_path / "two"), process=True)
     assert one["world_size"] == 1 and two["world_size"] == 2 and one["steps"] == two["steps"] == 150
     # the same effective batch (24 sequences a step): the losses agree within run-to-run noise
     assert abs(one["val_loss"] - two["val_loss"]) < 0.08, (one, two)
@@ -153,8 +153,7 @@ def test_ddp_two_processes_matches_one(tmp_path, shared):
 
 
 def test_pretrain_bad_input():
-    r = subprocess.run([llmstart_exe(), "pretrain", "--config", "no-such-recipe"], capture_output=True, text=True, timeout=120)
+    r = cli("pretrain", "--config", "no-such-recipe")
     assert r.returncode != 0 and "the bundled recipes are" in r.stderr and "tiny-mlm" in r.stderr
-    r = subprocess.run([llmstart_exe(), "pretrain", "--config", "tiny-mlm", "--data.init_args.tokenizer", "train:bpe"],
-                       capture_output=True, text=True, timeout=120)
+    r = cli("pretrain", "--config", "tiny-mlm", "--data.init_args.tokenizer", "train:bpe")
     assert r.returncode != 0 and "train:<kind>:<vocab size>" in r.stderr
