@@ -27,7 +27,6 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from .core import DataError, UsageError, hub_offline, hub_reachable, load_pretrained, pick_scale
 
-warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 on newer torch: harmless
 
 # %% auto #0
 __all__ = ['SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCHEMAS', 'NLI_LABELS', 'MINILM_HUB_ID', 'data_dir',

@@ -472,6 +472,7 @@ def _plan(model: str, method: str, output: Path, o: CompressOptions, overwrite: 
     for o_ in outputs: check_output(o_, "compress", overwrite)
     return methods, outputs
 
+# %% ../nbs/05_optimization.ipynb #ad8324d7
 def _compared(row: dict, original: dict) -> dict:
     "`row` with its size, speed and accuracy relative to the original's."
     return row | {"size_x": round(original["size_mb"] / row["size_mb"], 2),
@@ -479,6 +480,7 @@ def _compared(row: dict, original: dict) -> dict:
                   "speedup_b32": round(original["latency_ms_b32"] / row["latency_ms_b32"], 2),
                   "accuracy_delta": round(row["accuracy"] - original["accuracy"], 5)}
 
+# %% ../nbs/05_optimization.ipynb #0e8d6792
 def compress(model: str, method: str, eval_data: str, output: str, train_data: str | None = None,
              val_data: str | None = None, sparsity: float | None = None, structured: float = 0.0,
              layers: int | None = None, temperature: float = 2.0, alpha: float = 0.5, epochs: int = 1,

@@ -189,7 +189,6 @@ def quiet_libraries():
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
-            warnings.filterwarnings("ignore", r".*treespec, LeafSpec.*")   # Lightning 2.6 on torch 2.13
             yield
     finally:
         for logger, level in saved: logger.setLevel(level)

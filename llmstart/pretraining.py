@@ -54,6 +54,12 @@ def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     space = [s or i in special for i, s in enumerate(space)]
     return torch.tensor(cont), torch.tensor(space)
 
+# %% ../nbs/03_pretraining.ipynb #ae0e382d
+def _content_seed(ids: torch.Tensor) -> int:
+    "A seed from a sequence's content, so the same example is masked the same way in every validation pass."
+    return int((ids.long() * torch.arange(1, len(ids) + 1)).sum() % (2 ** 31 - 1))
+
+# %% ../nbs/03_pretraining.ipynb #91a82247
 class MaskedLMCollator:
     """Pad examples into a batch and apply BERT's masking: choose tokens (or whole words) with probability
     `mlm_probability`, never special or padding tokens; replace `mask_replace` of them by [MASK], `random_replace` by a
@@ -119,10 +125,6 @@ class MaskedLMCollator:
                 for i in range(len(examples))]
         batch["input_ids"], batch["labels"] = torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
         return batch
-
-def _content_seed(ids: torch.Tensor) -> int:
-    "A seed from a sequence's content, so the same example is masked the same way in every validation pass."
-    return int((ids.long() * torch.arange(1, len(ids) + 1)).sum() % (2 ** 31 - 1))
 
 # %% ../nbs/03_pretraining.ipynb #7ad8c1f3
 def masking_stats(batch_input_ids: torch.Tensor, original_ids: torch.Tensor, labels: torch.Tensor, mask_token_id: int,
@@ -219,6 +221,7 @@ class MaskedLM(Recipe):
         return save_bundle(path, self.model, tokenizer or self.tokenizer, task=self.task,
                            evaluator="llmstart.pretraining:evaluate_language_model", **{**self.bundle_info(), **info})
 
+# %% ../nbs/03_pretraining.ipynb #79f63fe7
 def _data_info(dm) -> dict:
     "The data settings a bundle's evaluator needs to prepare text the way training did."
     h = dm.hparams

@@ -10,7 +10,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -410,8 +409,6 @@ def fit(trainer: L.Trainer, model: L.LightningModule, datamodule=None, resume: s
     """`trainer.fit`, resuming this run from its `last.ckpt` when `resume` is 'auto' (or True), or from the checkpoint path
     `resume`; with `resume=False`, afresh (an earlier run's checkpoints are replaced). A `last.ckpt` written by another
     run (`run_identity`, with `command`) is refused with a `UsageError`. Says on stderr where it resumed from."""
-    # fit itself decides what an earlier run's checkpoints in the folder mean (below); Lightning's notice is moot
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     if trainer.max_steps == 0:
         raise UsageError("--trainer.max_steps 0 trains nothing: give a number of steps, or -1 to train for max_epochs")
     identity = run_identity(model, datamodule, command)
