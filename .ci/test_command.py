@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Print the test command written in README.md (the sh block under "## Run the tests"), so CI runs what users run."""
+
 import re, sys
 from pathlib import Path
 

@@ -10,6 +10,7 @@
 
 The last line of output is JSON.
 """
+
 import argparse
 import json
 import os
@@ -19,7 +20,8 @@ import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 import lightning as L
@@ -47,16 +49,38 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for name, part in [("train", parts["train"].select(range(args.train))), ("test", parts["test"])]:
-            (tmp / f"{name}.jsonl").write_text("".join(json.dumps({"premise": r["premise"], "hypothesis": r["hypothesis"],
-                                                                   "label": names[r["label"]]}) + "\n" for r in part))
+            (tmp / f"{name}.jsonl").write_text(
+                "".join(
+                    json.dumps({"premise": r["premise"], "hypothesis": r["hypothesis"], "label": names[r["label"]]})
+                    + "\n"
+                    for r in part
+                )
+            )
         L.seed_everything(0, verbose=False)
-        data = ClassificationDataModule(str(tmp / "train.jsonl"), None, tokenizer=minilm_path(), labels=LABELS, batch_size=32)
+        data = ClassificationDataModule(
+            str(tmp / "train.jsonl"), None, tokenizer=minilm_path(), labels=LABELS, batch_size=32
+        )
         model = SequenceClassifier(minilm_path(), labels=LABELS, lr=1e-4)
-        fit(make_trainer(tmp / "run", max_epochs=1, progress_bar=False, logger=False, monitor=None, limit_val_batches=0,
-                         num_sanity_val_steps=0, enable_model_summary=False), model, data, resume=False)
+        fit(
+            make_trainer(
+                tmp / "run",
+                max_epochs=1,
+                progress_bar=False,
+                logger=False,
+                monitor=None,
+                limit_val_batches=0,
+                num_sanity_val_steps=0,
+                enable_model_summary=False,
+            ),
+            model,
+            data,
+            resume=False,
+        )
         bundle = model.save_bundle(tmp / "model", data.tokenizer)
         report = export_onnx(str(bundle), str(tmp / "onnx"), parity_data=str(tmp / "test.jsonl"))
-        pairs = [(r["premise"], r["hypothesis"]) for r in map(json.loads, (tmp / "test.jsonl").read_text().splitlines())]
+        pairs = [
+            (r["premise"], r["hypothesis"]) for r in map(json.loads, (tmp / "test.jsonl").read_text().splitlines())
+        ]
         torch_ms = backend_latency_ms(load_backend(tmp / "onnx", "torch"), pairs[:512])
         onnx_ms = backend_latency_ms(load_backend(tmp / "onnx", "onnx"), pairs[:512])
         print(f"batch 32: torch {torch_ms:.2f} ms/example, ONNX Runtime {onnx_ms:.2f}", file=sys.stderr)
@@ -64,18 +88,33 @@ def main():
         serving = {}
         for name, batch in [("batched", 16), ("unbatched", 1)]:
             with ServerProcess(bundle, max_batch_size=batch, batch_timeout=0.01) as srv:
-                load_test(srv.url, bodies, requests=64, concurrency=8)        # warm-up
+                load_test(srv.url, bodies, requests=64, concurrency=8)  # warm-up
                 r = load_test(srv.url, bodies, requests=args.requests, concurrency=args.concurrency)
-            serving[name] = {k: r[k] for k in ("requests", "concurrency", "errors", "rps", "p50_ms", "p95_ms", "p99_ms")}
+            serving[name] = {
+                k: r[k] for k in ("requests", "concurrency", "errors", "rps", "p50_ms", "p95_ms", "p99_ms")
+            }
             print(name, serving[name], file=sys.stderr)
     ratio = serving["batched"]["rps"] / serving["unbatched"]["rps"]
-    print(json.dumps({"serving": serving, "throughput_ratio": round(ratio, 2),
-                      "onnx_vs_torch_b32": {"torch_ms": round(torch_ms, 3), "onnx_ms": round(onnx_ms, 3),
-                                            "speedup": round(torch_ms / onnx_ms, 2)},
-                      "parity_max_abs_diff": report["parity_max_abs_diff"],
-                      "goals": {"batching_3x": ratio >= 3, "onnx_1.5x": torch_ms / onnx_ms >= 1.5,
-                                "parity_1e-4": report["parity_max_abs_diff"] <= 1e-4},
-                      "seconds": round(time.perf_counter() - started)}))
+    print(
+        json.dumps(
+            {
+                "serving": serving,
+                "throughput_ratio": round(ratio, 2),
+                "onnx_vs_torch_b32": {
+                    "torch_ms": round(torch_ms, 3),
+                    "onnx_ms": round(onnx_ms, 3),
+                    "speedup": round(torch_ms / onnx_ms, 2),
+                },
+                "parity_max_abs_diff": report["parity_max_abs_diff"],
+                "goals": {
+                    "batching_3x": ratio >= 3,
+                    "onnx_1.5x": torch_ms / onnx_ms >= 1.5,
+                    "parity_1e-4": report["parity_max_abs_diff"] <= 1e-4,
+                },
+                "seconds": round(time.perf_counter() - started),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

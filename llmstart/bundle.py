@@ -20,9 +20,11 @@ __all__ = ['BUNDLE_INFO', 'bundle_function', 'BundleInfo', 'save_bundle', 'read_
 # %% ../nbs/10_bundle.ipynb #541418b6
 BUNDLE_INFO = "llmstart.json"
 
+
 def _check_function_ref(key: str, ref) -> None:
     if not isinstance(ref, str) or not ref.startswith("llmstart.") or ref.count(":") != 1:
         raise ValueError(f"{key} must be 'llmstart.<module>:<function>', got {ref!r}")
+
 
 def bundle_function(ref: str):
     """The function a bundle names as its `evaluator` or `loader`, 'llmstart.<module>:<function>', imported. Only llmstart's
@@ -36,20 +38,22 @@ def bundle_function(ref: str):
 class BundleInfo(Mapping):
     """The metadata of a bundle (`llmstart.json`): what the model is for and how to prepare its inputs; `extra` holds
     everything else a stage recorded. Reads like a read-only mapping of all of it."""
-    task: str                                 # classification, masked-lm, causal-lm, ...
-    evaluator: str                            # llmstart.<module>:<function> that evaluates it
-    loader: str | None = None                 # ... that loads it, when from_pretrained cannot (quantized weights)
-    labels: list[str] | None = None           # classifiers: the label names, in class order
-    text_columns: list[str] | None = None     # the text column(s) it was trained on
-    label_column: str | None = None           # the label column it was trained on
-    max_length: int | None = None             # the longest input, in tokens, it was trained on
+
+    task: str  # classification, masked-lm, causal-lm, ...
+    evaluator: str  # llmstart.<module>:<function> that evaluates it
+    loader: str | None = None  # ... that loads it, when from_pretrained cannot (quantized weights)
+    labels: list[str] | None = None  # classifiers: the label names, in class order
+    text_columns: list[str] | None = None  # the text column(s) it was trained on
+    label_column: str | None = None  # the label column it was trained on
+    max_length: int | None = None  # the longest input, in tokens, it was trained on
     llmstart_version: str | None = None
     created: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         _check_function_ref("evaluator", self.evaluator)
-        if self.loader is not None: _check_function_ref("loader", self.loader)
+        if self.loader is not None:
+            _check_function_ref("loader", self.loader)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BundleInfo":
@@ -62,9 +66,14 @@ class BundleInfo(Mapping):
         d = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
         return d | self.extra
 
-    def __getitem__(self, key: str): return self.to_dict()[key]
-    def __iter__(self) -> Iterator[str]: return iter(self.to_dict())
-    def __len__(self) -> int: return len(self.to_dict())
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
 
 # %% ../nbs/10_bundle.ipynb #303f30bb
 def _derive(self, drop: Sequence[str] = (), **changes) -> BundleInfo:
@@ -72,12 +81,18 @@ def _derive(self, drop: Sequence[str] = (), **changes) -> BundleInfo:
     d = {k: v for k, v in self.to_dict().items() if k not in set(drop) | {"created", "llmstart_version"}}
     return BundleInfo.from_dict(d | changes)
 
+
 def _write(self, path: str | Path) -> Path:
     "Write `llmstart.json` into the bundle folder `path`, stamped with this llmstart's version and the time."
     import llmstart
-    stamped = self.to_dict() | {"llmstart_version": llmstart.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    stamped = self.to_dict() | {
+        "llmstart_version": llmstart.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     (Path(path) / BUNDLE_INFO).write_text(json.dumps(stamped, indent=2, default=str) + "\n")
     return Path(path)
+
 
 BundleInfo.derive, BundleInfo.write = _derive, _write
 
@@ -85,7 +100,7 @@ BundleInfo.derive, BundleInfo.write = _derive, _write
 def save_bundle(path: str | Path, model, tokenizer, task: str, evaluator: str, **info) -> Path:
     """Write a bundle: `model.save_pretrained` (safetensors) and `tokenizer.save_pretrained` into `path`, and `llmstart.json`
     with `task`, the `evaluator` (a `llmstart.module:function`) and any other `info` (see `BundleInfo`)."""
-    meta = BundleInfo.from_dict({"task": task, "evaluator": evaluator, **info})   # checked before anything is written
+    meta = BundleInfo.from_dict({"task": task, "evaluator": evaluator, **info})  # checked before anything is written
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
@@ -96,13 +111,18 @@ def save_bundle(path: str | Path, model, tokenizer, task: str, evaluator: str, *
 def read_bundle(path: str | Path) -> BundleInfo:
     "The metadata of the bundle at `path`, after checking that it is one (safetensors weights, llmstart's functions)."
     path = Path(path)
-    if not path.is_dir(): raise FileNotFoundError(f"{path}: no such bundle folder")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such bundle folder")
     if not (path / BUNDLE_INFO).exists():
-        raise FileNotFoundError(f"{path}: not an llmstart bundle (no {BUNDLE_INFO}); bundles are written by llmstart pretrain / finetune / compress")
+        raise FileNotFoundError(
+            f"{path}: not an llmstart bundle (no {BUNDLE_INFO}); bundles are written by llmstart pretrain / finetune / compress"
+        )
     if not (path / "model.safetensors").exists() and not list(path.glob("model-*.safetensors")):
         raise FileNotFoundError(f"{path}: no model.safetensors; llmstart loads only safetensors weights")
-    try: return BundleInfo.from_dict(json.loads((path / BUNDLE_INFO).read_text()))
-    except (ValueError, TypeError) as e: raise ValueError(f"{path}/{BUNDLE_INFO}: {e}") from None
+    try:
+        return BundleInfo.from_dict(json.loads((path / BUNDLE_INFO).read_text()))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}/{BUNDLE_INFO}: {e}") from None
 
 # %% ../nbs/10_bundle.ipynb #63ded58f
 def copy_bundle(src: str | Path, dst: str | Path, exclude: Sequence[str] = ()) -> Path:

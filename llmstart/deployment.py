@@ -39,30 +39,48 @@ from .bundle import copy_bundle, read_bundle
 # %% ../nbs/06_deployment.ipynb #ec717791
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
+
 class _Logits(torch.nn.Module):
     "A classifier as a function of its input tensors, returning only the logits (what the ONNX graph computes)."
+
     def __init__(self, model):
         super().__init__()
         self.model = model
+
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
 
 def _sample_inputs(info, n: int = 64, data: str | None = None, **reading) -> list[tuple]:
     if data:
         return labelled_examples(data, n=n, **data_options(info, **reading))
     pairs = len(info.get("text_columns") or ["premise", "hypothesis"]) == 2
-    base = [("A man is playing a guitar on stage.", "A man is performing music."), ("Two dogs run through a field.", "The animals are asleep."),
-            ("A woman reads a book in a quiet library, surrounded by students.", "Someone is reading."), ("Kids play.", "Children are outside in the park after school.")]
+    base = [
+        ("A man is playing a guitar on stage.", "A man is performing music."),
+        ("Two dogs run through a field.", "The animals are asleep."),
+        ("A woman reads a book in a quiet library, surrounded by students.", "Someone is reading."),
+        ("Kids play.", "Children are outside in the park after school."),
+    ]
     base = (base * (n // len(base) + 1))[:n]
     return base if pairs else [(a,) for a, _ in base]
+
 
 def _encode(tokenizer, examples, max_length: int = 128, names=ONNX_INPUTS) -> dict:
     enc = tokenizer(*zip(*examples), truncation=True, max_length=max_length, padding=True, return_tensors="np")
     return {k: enc[k].astype(np.int64) for k in names if k in enc}
 
-def export_onnx(model: str, output: str, quantize: bool = False, parity_data: str | None = None, opset: int = 18,
-                tolerance: float = 1e-4, overwrite: bool = False, **reading) -> dict:
+
+def export_onnx(
+    model: str,
+    output: str,
+    quantize: bool = False,
+    parity_data: str | None = None,
+    opset: int = 18,
+    tolerance: float = 1e-4,
+    overwrite: bool = False,
+    **reading,
+) -> dict:
     """Export a classification bundle to ONNX: a copy of the bundle with `model.onnx` added (dynamic batch and sequence
     axes), checked against PyTorch on real inputs; with `quantize`, also `model.int8.onnx` (ONNX Runtime's dynamic int8).
 
@@ -78,83 +96,145 @@ def export_onnx(model: str, output: str, quantize: bool = False, parity_data: st
     """
     info = read_bundle(model)
     if info.get("loader"):
-        raise UsageError(f"{model} is a compressed (torch.ao int8) bundle, which ONNX cannot express; export the float "
-                         "bundle and add --quantize true for ONNX Runtime's int8")
+        raise UsageError(
+            f"{model} is a compressed (torch.ao int8) bundle, which ONNX cannot express; export the float "
+            "bundle and add --quantize true for ONNX Runtime's int8"
+        )
     torch_model, tokenizer, info = load_classifier(model)
     src, out = Path(model).resolve(), Path(output)
-    if out.resolve() == src: raise UsageError(f"--output {output} is the input bundle; choose a new folder")
-    examples = _sample_inputs(info, 64, parity_data, **reading)   # a mistake in the data stops us before anything is written
+    if out.resolve() == src:
+        raise UsageError(f"--output {output} is the input bundle; choose a new folder")
+    examples = _sample_inputs(
+        info, 64, parity_data, **reading
+    )  # a mistake in the data stops us before anything is written
     with output_folder(out, "export", overwrite):
         copy_bundle(src, out, exclude=("*.onnx",))
         return _export_into(out, torch_model, tokenizer, info, quantize, examples, opset, tolerance)
 
 # %% ../nbs/06_deployment.ipynb #36146855
-def _export_into(out: Path, torch_model, tokenizer, info: dict, quantize: bool, examples: list[tuple], opset: int,
-                 tolerance: float) -> dict:
+def _export_into(
+    out: Path, torch_model, tokenizer, info: dict, quantize: bool, examples: list[tuple], opset: int, tolerance: float
+) -> dict:
     import onnxruntime as ort
+
     sample = _encode(tokenizer, examples[:2], info.get("max_length", 128))
     names = [k for k in ONNX_INPUTS if k in sample]
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     with warnings.catch_warnings(), open(os.devnull, "w") as quiet:
         warnings.simplefilter("ignore")
-        stdout, sys.stdout = sys.stdout, quiet   # the exporter prints its progress
+        stdout, sys.stdout = sys.stdout, quiet  # the exporter prints its progress
         try:
-            torch.onnx.export(_Logits(torch_model).eval(), tuple(torch.from_numpy(sample[k]) for k in names),
-                              str(out / "model.onnx"), dynamo=True, opset_version=opset, input_names=names,
-                              output_names=["logits"], dynamic_shapes={k: {0: batch, 1: seq} for k in names},
-                              external_data=False)
+            torch.onnx.export(
+                _Logits(torch_model).eval(),
+                tuple(torch.from_numpy(sample[k]) for k in names),
+                str(out / "model.onnx"),
+                dynamo=True,
+                opset_version=opset,
+                input_names=names,
+                output_names=["logits"],
+                dynamic_shapes={k: {0: batch, 1: seq} for k in names},
+                external_data=False,
+            )
         finally:
             sys.stdout = stdout
     enc = _encode(tokenizer, examples, info.get("max_length", 128), names)
-    with torch.inference_mode(): ref = torch_model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
+    with torch.inference_mode():
+        ref = torch_model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     diff = float(np.abs(session.run(None, enc)[0] - ref).max())
     if diff > tolerance:
-        raise ValueError(f"the ONNX export differs from PyTorch by {diff:.2e} in the logits (tolerance {tolerance:.0e})")
-    report = {"bundle": str(out), "onnx": str(out / "model.onnx"), "parity_max_abs_diff": diff, "parity_examples": len(examples),
-              "onnx_mb": round((out / "model.onnx").stat().st_size / 1e6, 2)}
+        raise ValueError(
+            f"the ONNX export differs from PyTorch by {diff:.2e} in the logits (tolerance {tolerance:.0e})"
+        )
+    report = {
+        "bundle": str(out),
+        "onnx": str(out / "model.onnx"),
+        "parity_max_abs_diff": diff,
+        "parity_examples": len(examples),
+        "onnx_mb": round((out / "model.onnx").stat().st_size / 1e6, 2),
+    }
     if quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic
+
         quantize_dynamic(str(out / "model.onnx"), str(out / "model.int8.onnx"), weight_type=QuantType.QInt8)
         q = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"]).run(None, enc)[0]
-        report |= {"int8_onnx": str(out / "model.int8.onnx"), "int8_mb": round((out / "model.int8.onnx").stat().st_size / 1e6, 2),
-                   "int8_max_abs_diff": float(np.abs(q - ref).max()),
-                   "int8_agreement": float((q.argmax(-1) == ref.argmax(-1)).mean())}
-    info.derive(onnx={"file": "model.onnx", "int8_file": "model.int8.onnx" if quantize else None, "opset": opset,
-                      "inputs": names, "parity_max_abs_diff": diff}).write(out)
+        report |= {
+            "int8_onnx": str(out / "model.int8.onnx"),
+            "int8_mb": round((out / "model.int8.onnx").stat().st_size / 1e6, 2),
+            "int8_max_abs_diff": float(np.abs(q - ref).max()),
+            "int8_agreement": float((q.argmax(-1) == ref.argmax(-1)).mean()),
+        }
+    info.derive(
+        onnx={
+            "file": "model.onnx",
+            "int8_file": "model.int8.onnx" if quantize else None,
+            "opset": opset,
+            "inputs": names,
+            "parity_max_abs_diff": diff,
+        }
+    ).write(out)
     return report
 
-def _export_command(model: str, output: str, format: str = "onnx", quantize: bool = False, parity_data: str | None = None,
-                    text_columns: list[str] | None = None, label_column: str | None = None, skip_bad: bool = False,
-                    opset: int = 18, overwrite: bool = False) -> dict:
+
+def _export_command(
+    model: str,
+    output: str,
+    format: str = "onnx",
+    quantize: bool = False,
+    parity_data: str | None = None,
+    text_columns: list[str] | None = None,
+    label_column: str | None = None,
+    skip_bad: bool = False,
+    opset: int = 18,
+    overwrite: bool = False,
+) -> dict:
     """Args:
-        model: the classification bundle to export
-        output: the folder to write (a copy of the bundle with the exported model added)
-        format: the export format (onnx)
-        quantize: also write ONNX Runtime's dynamic int8 model
-        parity_data: labelled data whose inputs the parity check runs on (default: built-in sentences)
-        text_columns: the text column(s) of parity_data (default: the ones the model was trained on)
-        label_column: the label column of parity_data (default: the one the model was trained on)
-        skip_bad: skip bad rows of parity_data instead of stopping at the first
-        opset: the ONNX opset
-        overwrite: write into an --output folder that holds other files (they are kept)
+    model: the classification bundle to export
+    output: the folder to write (a copy of the bundle with the exported model added)
+    format: the export format (onnx)
+    quantize: also write ONNX Runtime's dynamic int8 model
+    parity_data: labelled data whose inputs the parity check runs on (default: built-in sentences)
+    text_columns: the text column(s) of parity_data (default: the ones the model was trained on)
+    label_column: the label column of parity_data (default: the one the model was trained on)
+    skip_bad: skip bad rows of parity_data instead of stopping at the first
+    opset: the ONNX opset
+    overwrite: write into an --output folder that holds other files (they are kept)
     """
-    if format != "onnx": raise UsageError(f"--format: only onnx is supported, got {format!r}")
-    return export_onnx(model, output, quantize, parity_data, opset, overwrite=overwrite, text_columns=text_columns,
-                       label_column=label_column, skip_bad=skip_bad)
+    if format != "onnx":
+        raise UsageError(f"--format: only onnx is supported, got {format!r}")
+    return export_onnx(
+        model,
+        output,
+        quantize,
+        parity_data,
+        opset,
+        overwrite=overwrite,
+        text_columns=text_columns,
+        label_column=label_column,
+        skip_bad=skip_bad,
+    )
+
 
 def cli_export(argv: list[str] | None = None) -> int:
     "Export a classification bundle to ONNX (with a parity check against PyTorch, optionally int8); prints one JSON line."
-    args = parse_command(_export_command, argv, "llmstart export", "Export a bundle to ONNX, checked against PyTorch; prints one JSON line.")
+    args = parse_command(
+        _export_command,
+        argv,
+        "llmstart export",
+        "Export a bundle to ONNX, checked against PyTorch; prints one JSON line.",
+    )
     print(json.dumps(_export_command(**args)))
     return 0
 
 # %% ../nbs/06_deployment.ipynb #1761b3d2
 class TorchBackend:
     "Logits from the bundle's PyTorch model (any classification bundle: float, pruned, distilled or int8)."
+
     name = "torch"
+
     def __init__(self, bundle):
         self.model, self.tokenizer, self.info = load_classifier(bundle)
+
     @torch.inference_mode()
     def __call__(self, enc: dict) -> np.ndarray:
         return self.model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.float().numpy()
@@ -162,39 +242,51 @@ class TorchBackend:
 # %% ../nbs/06_deployment.ipynb #28b3d466
 class OnnxBackend:
     "Logits from the bundle's ONNX model (`export_onnx`) through ONNX Runtime on the CPU; `int8` picks the quantized one."
+
     name = "onnx"
+
     def __init__(self, bundle, int8: bool = False, threads: int | None = None):
         import onnxruntime as ort
         from transformers import AutoTokenizer
+
         self.info = read_bundle(bundle)
         onnx = self.info.get("onnx") or {}
         file = onnx.get("int8_file") if int8 else onnx.get("file")
         if not file or not (Path(bundle) / file).exists():
-            raise UsageError(f"{bundle} has no {'int8 ' if int8 else ''}ONNX model; run llmstart export --model {bundle} "
-                             f"--output DIR{' --quantize true' if int8 else ''} and serve DIR")
+            raise UsageError(
+                f"{bundle} has no {'int8 ' if int8 else ''}ONNX model; run llmstart export --model {bundle} "
+                f"--output DIR{' --quantize true' if int8 else ''} and serve DIR"
+            )
         options = ort.SessionOptions()
-        if threads: options.intra_op_num_threads = threads
+        if threads:
+            options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(Path(bundle) / file), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.tokenizer = AutoTokenizer.from_pretrained(str(bundle))
         self.name = "onnx-int8" if int8 else "onnx"
+
     def __call__(self, enc: dict) -> np.ndarray:
         return self.session.run(None, {k: enc[k] for k in self.inputs})[0]
 
 # %% ../nbs/06_deployment.ipynb #91370d1d
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
+
 def load_backend(bundle, backend: str = "torch"):
     "The inference backend `backend` (torch, onnx or onnx-int8) for a classification bundle."
-    if backend == "torch": return TorchBackend(bundle)
-    if backend in ("onnx", "onnx-int8"): return OnnxBackend(bundle, int8=backend == "onnx-int8")
+    if backend == "torch":
+        return TorchBackend(bundle)
+    if backend in ("onnx", "onnx-int8"):
+        return OnnxBackend(bundle, int8=backend == "onnx-int8")
     raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 # %% ../nbs/06_deployment.ipynb #bbb14397
-MAX_INPUTS_HARD = 1024   # the schema's own cap on inputs per request; `max_inputs` sets the server's (lower) one
+MAX_INPUTS_HARD = 1024  # the schema's own cap on inputs per request; `max_inputs` sets the server's (lower) one
+
 
 class Example(BaseModel):
     "One input: a single `text`, or a `premise` and a `hypothesis`."
+
     model_config = ConfigDict(extra="forbid")
     text: str | None = Field(None, min_length=1)
     premise: str | None = Field(None, min_length=1)
@@ -202,8 +294,9 @@ class Example(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self):
-        if (self.text is None) == (self.premise is None and self.hypothesis is None) or \
-           (self.text is None and (self.premise is None or self.hypothesis is None)):
+        if (self.text is None) == (self.premise is None and self.hypothesis is None) or (
+            self.text is None and (self.premise is None or self.hypothesis is None)
+        ):
             raise ValueError("give either 'text', or both 'premise' and 'hypothesis'")
         return self
 
@@ -213,13 +306,16 @@ class Example(BaseModel):
 # %% ../nbs/06_deployment.ipynb #61cec87e
 class PredictRequest(Example):
     "A request: one example (`text`, or `premise` + `hypothesis`) or several as `inputs`."
+
     inputs: list[Example] | None = Field(None, min_length=1, max_length=MAX_INPUTS_HARD)
 
     @model_validator(mode="after")
     def _one_kind(self):
         single = any(v is not None for v in (self.text, self.premise, self.hypothesis))
-        if self.inputs is not None and single: raise ValueError("give 'inputs' or one example's fields, not both")
-        if self.inputs is None: Example._one_kind(self)
+        if self.inputs is not None and single:
+            raise ValueError("give 'inputs' or one example's fields, not both")
+        if self.inputs is None:
+            Example._one_kind(self)
         return self
 
     def examples(self) -> list[tuple]:
@@ -241,17 +337,32 @@ class ClassifierAPI(ls.LitAPI):
         long_text: what to do with longer texts: reject (413) or truncate
         api_key: if set, requests must send it in the X-API-Key header
     """
-    def __init__(self, bundle: str, backend: str = "torch", max_batch_size: int = 16, batch_timeout: float = 0.01,
-                 max_inputs: int = 64, max_text_chars: int = 2000, long_text: str = "reject", api_key: str | None = None):
+
+    def __init__(
+        self,
+        bundle: str,
+        backend: str = "torch",
+        max_batch_size: int = 16,
+        batch_timeout: float = 0.01,
+        max_inputs: int = 64,
+        max_text_chars: int = 2000,
+        long_text: str = "reject",
+        api_key: str | None = None,
+    ):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict")
-        if long_text not in ("reject", "truncate"): raise UsageError(f"--long_text must be reject or truncate, got {long_text!r}")
-        if not 1 <= max_inputs <= MAX_INPUTS_HARD: raise UsageError(f"--max_inputs must be in 1..{MAX_INPUTS_HARD}, got {max_inputs}")
-        if backend not in BACKENDS: raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if long_text not in ("reject", "truncate"):
+            raise UsageError(f"--long_text must be reject or truncate, got {long_text!r}")
+        if not 1 <= max_inputs <= MAX_INPUTS_HARD:
+            raise UsageError(f"--max_inputs must be in 1..{MAX_INPUTS_HARD}, got {max_inputs}")
+        if backend not in BACKENDS:
+            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.bundle, self.backend_name, self.max_inputs = str(bundle), backend, max_inputs
         self.max_text_chars, self.long_text, self.api_key = max_text_chars, long_text, api_key
 
     def setup(self, device):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # in the worker: Ctrl-C is the main process's to handle (it stops us)
+        signal.signal(
+            signal.SIGINT, signal.SIG_IGN
+        )  # in the worker: Ctrl-C is the main process's to handle (it stops us)
         self.backend = load_backend(self.bundle, self.backend_name)
         info = self.backend.info
         self.labels, self.columns = list(info["labels"]), list(info.get("text_columns") or [])
@@ -259,68 +370,131 @@ class ClassifierAPI(ls.LitAPI):
 
     def authorize(self, request: Request, x_api_key: str | None = Header(default=None)):
         "With an API key set, requests (all but /health) must carry it in the X-API-Key header; otherwise 401."
-        if request.url.path == "/health": return   # load balancers and orchestrators probe it without credentials
+        if request.url.path == "/health":
+            return  # load balancers and orchestrators probe it without credentials
         if self.api_key and not hmac.compare_digest((x_api_key or "").encode(), self.api_key.encode()):
             raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
 
     def decode_request(self, request: PredictRequest) -> list[tuple]:
         examples = request.examples()
         if len(examples) > self.max_inputs:
-            raise HTTPException(413, f"{len(examples)} inputs in one request; this server accepts at most {self.max_inputs}")
-        if len({len(e) for e in examples}) > 1: raise HTTPException(422, "a request mixes single texts and pairs")
+            raise HTTPException(
+                413, f"{len(examples)} inputs in one request; this server accepts at most {self.max_inputs}"
+            )
+        if len({len(e) for e in examples}) > 1:
+            raise HTTPException(422, "a request mixes single texts and pairs")
         if self.columns and len(examples[0]) != len(self.columns):
-            kind = "sentence pairs: send 'premise' and 'hypothesis'" if len(self.columns) == 2 else "single texts: send 'text'"
+            kind = (
+                "sentence pairs: send 'premise' and 'hypothesis'"
+                if len(self.columns) == 2
+                else "single texts: send 'text'"
+            )
             raise HTTPException(422, f"this model classifies {kind}")
         longest = max(len(t) for e in examples for t in e)
         if longest > self.max_text_chars:
             if self.long_text == "reject":
-                raise HTTPException(413, f"a text of {longest} characters; the limit is {self.max_text_chars} "
-                                         "(or start the server with --long_text truncate)")
-            examples = [tuple(t[:self.max_text_chars] for t in e) for e in examples]
+                raise HTTPException(
+                    413,
+                    f"a text of {longest} characters; the limit is {self.max_text_chars} "
+                    "(or start the server with --long_text truncate)",
+                )
+            examples = [tuple(t[: self.max_text_chars] for t in e) for e in examples]
         return examples
 
     def batch(self, inputs: list[list[tuple]]) -> list[list[tuple]]:
-        return inputs               # each request keeps its list of examples: predict runs them all in one pass
+        return inputs  # each request keeps its list of examples: predict runs them all in one pass
 
     def predict(self, requests):
-        single = bool(requests) and isinstance(requests[0], tuple)   # max_batch_size 1: one request, not a batch
-        if single: requests = [requests]
+        single = bool(requests) and isinstance(requests[0], tuple)  # max_batch_size 1: one request, not a batch
+        if single:
+            requests = [requests]
         flat = [e for r in requests for e in r]
-        enc = self.backend.tokenizer(*zip(*flat), truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
-        probs = torch.from_numpy(self.backend({k: enc[k].astype(np.int64) for k in ONNX_INPUTS if k in enc})).float().softmax(-1).numpy()
+        enc = self.backend.tokenizer(
+            *zip(*flat), truncation=True, max_length=self.max_length, padding=True, return_tensors="np"
+        )
+        probs = (
+            torch.from_numpy(self.backend({k: enc[k].astype(np.int64) for k in ONNX_INPUTS if k in enc}))
+            .float()
+            .softmax(-1)
+            .numpy()
+        )
         out, start = [], 0
         for r in requests:
-            out.append(probs[start:start + len(r)]); start += len(r)
+            out.append(probs[start : start + len(r)])
+            start += len(r)
         return out[0] if single else out
 
     def unbatch(self, output):
         return output
 
     def encode_response(self, probs) -> dict:
-        return {"predictions": [{"label": self.labels[int(p.argmax())],
-                                 "probabilities": {l: round(float(q), 6) for l, q in zip(self.labels, p)}} for p in probs]}
+        return {
+            "predictions": [
+                {
+                    "label": self.labels[int(p.argmax())],
+                    "probabilities": {l: round(float(q), 6) for l, q in zip(self.labels, p)},
+                }
+                for p in probs
+            ]
+        }
 
 # %% ../nbs/06_deployment.ipynb #21aa041d
-def make_server(model: str, backend: str = "torch", max_batch_size: int = 16, batch_timeout: float = 0.01,
-                max_inputs: int = 64, max_text_chars: int = 2000, long_text: str = "reject", api_key: str | None = None,
-                max_body_bytes: int = 512_000, workers: int = 1):
+def make_server(
+    model: str,
+    backend: str = "torch",
+    max_batch_size: int = 16,
+    batch_timeout: float = 0.01,
+    max_inputs: int = 64,
+    max_text_chars: int = 2000,
+    long_text: str = "reject",
+    api_key: str | None = None,
+    max_body_bytes: int = 512_000,
+    workers: int = 1,
+):
     "A `LitServer` for a classification bundle, with `/predict`, `/health`, `/info` and OpenAPI docs at `/docs`."
     import llmstart
+
     info = read_bundle(model)
-    if info.get("task") != "classification": raise UsageError(f"{model} is a {info.get('task')} bundle; the server serves classifiers")
+    if info.get("task") != "classification":
+        raise UsageError(f"{model} is a {info.get('task')} bundle; the server serves classifiers")
     api = ClassifierAPI(model, backend, max_batch_size, batch_timeout, max_inputs, max_text_chars, long_text, api_key)
-    metadata = {"model": Path(model).resolve().name, "labels": info["labels"], "text_columns": info.get("text_columns"),
-                "backend": backend, "llmstart_version": llmstart.__version__, "max_batch_size": max_batch_size,
-                "max_inputs": max_inputs, "max_text_chars": max_text_chars, "long_text": long_text}
+    metadata = {
+        "model": Path(model).resolve().name,
+        "labels": info["labels"],
+        "text_columns": info.get("text_columns"),
+        "backend": backend,
+        "llmstart_version": llmstart.__version__,
+        "max_batch_size": max_batch_size,
+        "max_inputs": max_inputs,
+        "max_text_chars": max_text_chars,
+        "long_text": long_text,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ls.LitServer(api, accelerator="cpu", workers_per_device=workers, timeout=60, max_payload_size=max_body_bytes,
-                            model_metadata=metadata)
+        return ls.LitServer(
+            api,
+            accelerator="cpu",
+            workers_per_device=workers,
+            timeout=60,
+            max_payload_size=max_body_bytes,
+            model_metadata=metadata,
+        )
 
 # %% ../nbs/06_deployment.ipynb #b9281f72
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch", max_batch_size: int = 16,
-          batch_timeout: float = 0.01, api_key: str | None = None, max_inputs: int = 64, max_text_chars: int = 2000,
-          long_text: str = "reject", max_body_bytes: int = 512_000, workers: int = 1):
+def serve(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    backend: str = "torch",
+    max_batch_size: int = 16,
+    batch_timeout: float = 0.01,
+    api_key: str | None = None,
+    max_inputs: int = 64,
+    max_text_chars: int = 2000,
+    long_text: str = "reject",
+    max_body_bytes: int = 512_000,
+    workers: int = 1,
+):
     """Serve a classification bundle over HTTP until interrupted (Ctrl-C).
 
     Args:
@@ -338,8 +512,18 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, backend: str = 
         workers: inference worker processes
     """
     api_key = api_key or os.environ.get("LLMSTART_API_KEY") or None
-    server = make_server(model, backend, max_batch_size, batch_timeout, max_inputs, max_text_chars, long_text, api_key,
-                         max_body_bytes, workers)
+    server = make_server(
+        model,
+        backend,
+        max_batch_size,
+        batch_timeout,
+        max_inputs,
+        max_text_chars,
+        long_text,
+        api_key,
+        max_body_bytes,
+        workers,
+    )
     server.run(host=host, port=port, generate_client_file=False)
 
 # %% ../nbs/06_deployment.ipynb #6291327d
@@ -351,17 +535,23 @@ def cli_serve(argv: list[str] | None = None) -> int:
 # %% ../nbs/06_deployment.ipynb #c94a4931
 class Client:
     "A small Python client for the server: `predict` a list of texts or (premise, hypothesis) pairs."
+
     def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60):
         import httpx
+
         self.http = httpx.Client(base_url=url, timeout=timeout, headers={"X-API-Key": api_key} if api_key else {})
 
     def predict(self, inputs: Sequence[str] | Sequence[tuple[str, str]]) -> list[dict]:
         r = self.http.post("/predict", json=request_body(inputs))
-        if r.status_code != 200: raise RuntimeError(f"the server answered {r.status_code}: {r.text[:500]}")
+        if r.status_code != 200:
+            raise RuntimeError(f"the server answered {r.status_code}: {r.text[:500]}")
         return r.json()["predictions"]
 
-    def info(self) -> dict: return self.http.get("/info").raise_for_status().json()
-    def health(self) -> bool: return self.http.get("/health").status_code == 200
+    def info(self) -> dict:
+        return self.http.get("/info").raise_for_status().json()
+
+    def health(self) -> bool:
+        return self.http.get("/health").status_code == 200
 
 # %% ../nbs/06_deployment.ipynb #d6adf011
 def request_body(inputs) -> dict:
@@ -369,17 +559,25 @@ def request_body(inputs) -> dict:
     return {"inputs": [{"text": x} if isinstance(x, str) else {"premise": x[0], "hypothesis": x[1]} for x in inputs]}
 
 # %% ../nbs/06_deployment.ipynb #899f9963
-def load_test(url: str, bodies: Sequence[dict], requests: int = 200, concurrency: int = 32, api_key: str | None = None,
-              timeout: float = 60) -> dict:
+def load_test(
+    url: str,
+    bodies: Sequence[dict],
+    requests: int = 200,
+    concurrency: int = 32,
+    api_key: str | None = None,
+    timeout: float = 60,
+) -> dict:
     """Send `requests` POSTs to `url`/predict from `concurrency` concurrent clients (cycling through `bodies`) and report
     requests per second and latency percentiles (ms); `responses` holds each answer's JSON in request order."""
     import httpx
+
     async def run():
         latencies, statuses, answers = [0.0] * requests, [0] * requests, [None] * requests
         counter = iter(range(requests))
         headers = {"X-API-Key": api_key} if api_key else {}
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits, headers=headers) as client:
+
             async def worker():
                 for i in counter:
                     t0 = time.perf_counter()
@@ -389,20 +587,31 @@ def load_test(url: str, bodies: Sequence[dict], requests: int = 200, concurrency
                     except httpx.HTTPError as e:
                         statuses[i], answers[i] = -1, repr(e)
                     latencies[i] = (time.perf_counter() - t0) * 1000
+
             start = time.perf_counter()
             await asyncio.gather(*[worker() for _ in range(concurrency)])
             return time.perf_counter() - start, latencies, statuses, answers
+
     seconds, lat, statuses, answers = asyncio.run(run())
     q = np.percentile(lat, [50, 95, 99])
-    return {"requests": requests, "concurrency": concurrency, "errors": sum(s != 200 for s in statuses),
-            "rps": round(requests / seconds, 1), "p50_ms": round(float(q[0]), 1), "p95_ms": round(float(q[1]), 1),
-            "p99_ms": round(float(q[2]), 1), "seconds": round(seconds, 2), "responses": answers}
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "errors": sum(s != 200 for s in statuses),
+        "rps": round(requests / seconds, 1),
+        "p50_ms": round(float(q[0]), 1),
+        "p95_ms": round(float(q[1]), 1),
+        "p99_ms": round(float(q[2]), 1),
+        "seconds": round(seconds, 2),
+        "responses": answers,
+    }
 
 # %% ../nbs/06_deployment.ipynb #92ae6ef5
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on now."
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 # %% ../nbs/06_deployment.ipynb #f42a189a
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -414,27 +623,37 @@ class ServerProcess:
     """`llmstart serve` in a background process group (for notebooks, tests and benchmarks): waits until /health answers;
     `stop()` (or leaving the `with` block) sends Ctrl-C to the whole group, then kills what is left, and checks the port is free.
     Options are `serve`'s, e.g. `ServerProcess(bundle, max_batch_size=1, api_key="k")`."""
+
     def __init__(self, model: str, port: int | None = None, startup_timeout: float = 180, **options):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "llmstart.cli", "serve", "--model", str(model), "--port", str(self.port)]
-        for k, v in options.items(): args += [f"--{k.replace('_', '-')}", str(v)]
-        self._logs = Path(tempfile.mkdtemp(prefix="llmstart-serve-"))   # removed by stop()
+        for k, v in options.items():
+            args += [f"--{k.replace('_', '-')}", str(v)]
+        self._logs = Path(tempfile.mkdtemp(prefix="llmstart-serve-"))  # removed by stop()
         self.log = self._logs / f"serve-{self.port}.log"
         # the server must obey Ctrl-C even when this process ignores it (a job started with & in a script does: the
         # child would inherit that, and stop() would have to wait, then kill it)
-        self.proc = subprocess.Popen(args, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.proc = subprocess.Popen(
+            args,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         deadline = time.time() + startup_timeout
         import httpx
+
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 why = self.log.read_text()[-3000:]
                 self.stop()
                 raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{why}")
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200: return
-            except httpx.HTTPError: pass
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
             time.sleep(0.5)
         why = self.log.read_text()[-3000:]
         self.stop()
@@ -443,18 +662,28 @@ class ServerProcess:
     def stop(self, timeout: float = 30) -> int:
         "Ctrl-C to the server's process group, then SIGKILL after `timeout`; returns the exit code."
         if self.proc.poll() is None:
-            try: os.kill(self.proc.pid, signal.SIGINT)       # what Ctrl-C does: LitServe shuts down its workers
-            except ProcessLookupError: pass
-            try: self.proc.wait(timeout)
-            except subprocess.TimeoutExpired: pass
-        try: os.killpg(self.proc.pid, signal.SIGKILL)   # workers that outlive the main process
-        except ProcessLookupError: pass
+            try:
+                os.kill(self.proc.pid, signal.SIGINT)  # what Ctrl-C does: LitServe shuts down its workers
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # workers that outlive the main process
+        except ProcessLookupError:
+            pass
         self.proc.wait()
         for _ in range(50):
-            if not port_in_use(self.port): break
+            if not port_in_use(self.port):
+                break
             time.sleep(0.2)
         shutil.rmtree(self._logs, ignore_errors=True)
         return self.proc.returncode
 
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.stop()
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

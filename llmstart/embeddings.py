@@ -30,37 +30,61 @@ __all__ = ['SPECIAL_TOKENS', 'TOKENIZER_KINDS', 'WORD_RE', 'train_tokenizer', 't
            'word_in_context', 'mean_pool', 'sentence_embeddings', 'build_tokenizer', 'cli_tokenizer']
 
 # %% ../nbs/01_embeddings.ipynb #350730fe
-SPECIAL_TOKENS = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                      mask_token="[MASK]", bos_token="[BOS]", eos_token="[EOS]")
+SPECIAL_TOKENS = dict(
+    pad_token="[PAD]",
+    unk_token="[UNK]",
+    cls_token="[CLS]",
+    sep_token="[SEP]",
+    mask_token="[MASK]",
+    bos_token="[BOS]",
+    eos_token="[EOS]",
+)
 TOKENIZER_KINDS = ("bpe", "wordpiece", "char", "word")
+
 
 def _texts(source) -> list[str]:
     "Texts from a source the data layer can load (or a list of strings, used as is)."
-    if isinstance(source, (list, tuple)): return [str(t) for t in source]
+    if isinstance(source, (list, tuple)):
+        return [str(t) for t in source]
     return list(load_corpus(source)["text"]) if not hasattr(source, "column_names") else list(source["text"])
 
-def train_tokenizer(source="sample:corpus", kind: str = "bpe", vocab_size: int = 8000, min_frequency: int = 2,
-                    lowercase: bool | None = None, model_max_length: int = 512) -> PreTrainedTokenizerFast:
+
+def train_tokenizer(
+    source="sample:corpus",
+    kind: str = "bpe",
+    vocab_size: int = 8000,
+    min_frequency: int = 2,
+    lowercase: bool | None = None,
+    model_max_length: int = 512,
+) -> PreTrainedTokenizerFast:
     """Train a `kind` tokenizer ('bpe': byte-level BPE, 'wordpiece', 'char', 'word') on `source` -- a data-layer source
     (sample, file, hub id), a `datasets.Dataset` with a `text` column, or a list of strings -- and return it as a
     `transformers` tokenizer with `SPECIAL_TOKENS`. WordPiece lowercases and adds `[CLS] ... [SEP]` (BERT); the others
     keep text as is and add nothing (GPT-2)."""
-    if kind not in TOKENIZER_KINDS: raise UsageError(f"kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
+    if kind not in TOKENIZER_KINDS:
+        raise UsageError(f"kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
     specials = list(SPECIAL_TOKENS.values())
-    if vocab_size <= len(specials): raise UsageError(f"vocab_size must exceed the {len(specials)} special tokens")
+    if vocab_size <= len(specials):
+        raise UsageError(f"vocab_size must exceed the {len(specials)} special tokens")
     lowercase = (kind == "wordpiece") if lowercase is None else lowercase
     if kind == "bpe":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
     elif kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-                                            show_progress=False)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials, show_progress=False
+        )
     else:  # char and word: a vocabulary of whole units, unknown ones become [UNK]
         tok = Tokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk_token"]))
         if kind == "char":
@@ -68,19 +92,33 @@ def train_tokenizer(source="sample:corpus", kind: str = "bpe", vocab_size: int =
             tok.decoder = decoders.Fuse()  # join characters back without spaces
         else:
             tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=1 if kind == "char" else min_frequency,
-                                            special_tokens=specials, show_progress=False)
-    if lowercase: tok.normalizer = normalizers.BertNormalizer(lowercase=True) if kind == "wordpiece" else normalizers.Lowercase()
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=vocab_size,
+            min_frequency=1 if kind == "char" else min_frequency,
+            special_tokens=specials,
+            show_progress=False,
+        )
+    if lowercase:
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True) if kind == "wordpiece" else normalizers.Lowercase()
     texts = _texts(source)
     tok.train_from_iterator(texts, trainer, length=len(texts))
     if kind == "wordpiece":
         cls, sep = SPECIAL_TOKENS["cls_token"], SPECIAL_TOKENS["sep_token"]
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
-            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))])
-    inputs = ["input_ids", "token_type_ids", "attention_mask"] if kind == "wordpiece" else ["input_ids", "attention_mask"]
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, model_input_names=inputs,
-                                   clean_up_tokenization_spaces=False, **SPECIAL_TOKENS)
+            single=f"{cls} $A {sep}",
+            pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+        )
+    inputs = (
+        ["input_ids", "token_type_ids", "attention_mask"] if kind == "wordpiece" else ["input_ids", "attention_mask"]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        model_max_length=model_max_length,
+        model_input_names=inputs,
+        clean_up_tokenization_spaces=False,
+        **SPECIAL_TOKENS,
+    )
 
 # %% ../nbs/01_embeddings.ipynb #0f7dc8fc
 def tokenizer_stats(tokenizer, texts: Iterable[str]) -> dict:
@@ -89,24 +127,32 @@ def tokenizer_stats(tokenizer, texts: Iterable[str]) -> dict:
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     n_tokens, n_words = sum(map(len, ids)), sum(len(t.split()) for t in texts)
     unk = sum(x.count(tokenizer.unk_token_id) for x in ids) if tokenizer.unk_token_id is not None else 0
-    return {"tokens": n_tokens, "words": n_words, "tokens_per_word": n_tokens / max(n_words, 1),
-            "unk_rate": unk / max(n_tokens, 1)}
+    return {
+        "tokens": n_tokens,
+        "words": n_words,
+        "tokens_per_word": n_tokens / max(n_words, 1),
+        "unk_rate": unk / max(n_tokens, 1),
+    }
 
 # %% ../nbs/01_embeddings.ipynb #5a16f01c
 class TokenEmbedding(nn.Module):
     "Token ids `(batch, seq)` -> vectors `(batch, seq, dim)`, optionally scaled by $\\sqrt{dim}$ (as in the Transformer)."
+
     def __init__(self, vocab_size: int, dim: int, padding_idx: int | None = None, scale: bool = False):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
         self.factor = math.sqrt(dim) if scale else 1.0
-    def forward(self, ids: torch.Tensor) -> torch.Tensor: return self.embedding(ids) * self.factor
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids) * self.factor
 
 # %% ../nbs/01_embeddings.ipynb #09cb6d95
 def sinusoidal_encoding(max_len: int, dim: int, base: float = 10000.0) -> torch.Tensor:
     "The `(max_len, dim)` sinusoidal position encodings of the Transformer (`dim` even)."
-    if dim % 2: raise ValueError(f"dim must be even, got {dim}")
+    if dim % 2:
+        raise ValueError(f"dim must be even, got {dim}")
     pos = torch.arange(max_len, dtype=torch.float64)[:, None]
-    freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)   # 1 / 10000^(2i/d)
+    freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # 1 / 10000^(2i/d)
     pe = torch.zeros(max_len, dim, dtype=torch.float64)
     pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
     return pe.float()
@@ -114,19 +160,24 @@ def sinusoidal_encoding(max_len: int, dim: int, base: float = 10000.0) -> torch.
 # %% ../nbs/01_embeddings.ipynb #7231ab2f
 class SinusoidalPositionalEncoding(nn.Module):
     "Adds fixed sinusoidal encodings to `(batch, seq, dim)` vectors."
+
     def __init__(self, dim: int, max_len: int = 4096):
         super().__init__()
         self.register_buffer("pe", sinusoidal_encoding(max_len, dim), persistent=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] > self.pe.shape[0]: raise ValueError(f"sequence of {x.shape[1]} exceeds max_len {self.pe.shape[0]}")
+        if x.shape[1] > self.pe.shape[0]:
+            raise ValueError(f"sequence of {x.shape[1]} exceeds max_len {self.pe.shape[0]}")
         return x + self.pe[: x.shape[1]]
 
 # %% ../nbs/01_embeddings.ipynb #e3fa1e6a
 class LearnedPositionalEmbedding(nn.Module):
     "Adds a learned vector per position (up to `max_len`) to `(batch, seq, dim)` vectors."
+
     def __init__(self, dim: int, max_len: int = 512):
         super().__init__()
         self.embedding = nn.Embedding(max_len, dim)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] > self.embedding.num_embeddings:
             raise ValueError(f"sequence of {x.shape[1]} exceeds max_len {self.embedding.num_embeddings}")
@@ -135,13 +186,15 @@ class LearnedPositionalEmbedding(nn.Module):
 # %% ../nbs/01_embeddings.ipynb #687b9172
 WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
 
+
 def words_of(text: str) -> list[str]:
-    "Lowercased words of `text` (letters and digits, with inner apostrophes: \"o'er\", \"king's\")."
+    'Lowercased words of `text` (letters and digits, with inner apostrophes: "o\'er", "king\'s").'
     return WORD_RE.findall(text.lower())
 
 # %% ../nbs/01_embeddings.ipynb #f3c81e89
-def skipgram_pairs(ids: np.ndarray, docs: np.ndarray, window: int, keep: np.ndarray,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def skipgram_pairs(
+    ids: np.ndarray, docs: np.ndarray, window: int, keep: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(center, context) id pairs: occurrences kept with probability `keep[id]`, a window of random size 1..`window`
     per center word, never across documents (`docs` gives each occurrence's document)."""
     kept = rng.random(len(ids)) < keep[ids]
@@ -150,8 +203,8 @@ def skipgram_pairs(ids: np.ndarray, docs: np.ndarray, window: int, keep: np.ndar
     centers, contexts = [], []
     for off in range(1, window + 1):
         same_doc = docs[off:] == docs[:-off]
-        right = same_doc & (reach[:-off] >= off)   # center at i, context at i + off
-        left = same_doc & (reach[off:] >= off)     # center at i + off, context at i
+        right = same_doc & (reach[:-off] >= off)  # center at i, context at i + off
+        left = same_doc & (reach[off:] >= off)  # center at i + off, context at i
         centers += [ids[:-off][right], ids[off:][left]]
         contexts += [ids[off:][right], ids[:-off][left]]
     return np.concatenate(centers), np.concatenate(contexts)
@@ -160,22 +213,39 @@ def skipgram_pairs(ids: np.ndarray, docs: np.ndarray, window: int, keep: np.ndar
 class SkipGramDataModule(L.LightningDataModule):
     """Skip-gram training pairs from a corpus: vocabulary, subsampling, dynamic windows, noise distribution. Like word2vec,
     every epoch draws a fresh sample of pairs (new subsampling and window sizes)."""
-    def __init__(self, source: str = "sample:corpus", by: str = "line", min_count: int = 5, window: int = 5,
-                 subsample: float = 1e-4, batch_size: int = 1024, text_column: str = "text", split: str | None = None,
-                 name: str | None = None, max_documents: int | None = None, seed: int = 0):
+
+    def __init__(
+        self,
+        source: str = "sample:corpus",
+        by: str = "line",
+        min_count: int = 5,
+        window: int = 5,
+        subsample: float = 1e-4,
+        batch_size: int = 1024,
+        text_column: str = "text",
+        split: str | None = None,
+        name: str | None = None,
+        max_documents: int | None = None,
+        seed: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.vocab = None
 
     def setup(self, stage: str | None = None):
-        if self.vocab is not None: return
+        if self.vocab is not None:
+            return
         h = self.hparams
         docs = load_corpus(h.source, by=h.by, text_column=h.text_column, split=h.split, name=h.name)
-        if h.max_documents: docs = docs.select(range(min(h.max_documents, docs.num_rows)))
+        if h.max_documents:
+            docs = docs.select(range(min(h.max_documents, docs.num_rows)))
         tokens = [words_of(t) for t in docs["text"]]
         counts = Counter(w for ws in tokens for w in ws)
         self.vocab = [w for w, c in sorted(counts.items(), key=lambda x: (-x[1], x[0])) if c >= h.min_count]
-        if len(self.vocab) < 2: raise ValueError(f"only {len(self.vocab)} words occur {h.min_count}+ times: lower min_count or use more text")
+        if len(self.vocab) < 2:
+            raise ValueError(
+                f"only {len(self.vocab)} words occur {h.min_count}+ times: lower min_count or use more text"
+            )
         self.word_to_id = {w: i for i, w in enumerate(self.vocab)}
         self.counts = torch.tensor([counts[w] for w in self.vocab], dtype=torch.float64)
         ids = [(self.word_to_id[w], d) for d, ws in enumerate(tokens) for w in ws if w in self.word_to_id]
@@ -190,7 +260,7 @@ class SkipGramDataModule(L.LightningDataModule):
     @property
     def noise(self) -> torch.Tensor:
         "The negative-sampling distribution, count^(3/4), normalised."
-        p = self.counts ** 0.75
+        p = self.counts**0.75
         return (p / p.sum()).float()
 
     def train_dataloader(self):
@@ -199,30 +269,37 @@ class SkipGramDataModule(L.LightningDataModule):
 # %% ../nbs/01_embeddings.ipynb #2a1b2ae8
 class _PairBatches(torch.utils.data.IterableDataset):
     "Shuffled batches of a fresh sample of pairs each time it is iterated (each epoch)."
-    def __init__(self, dm: SkipGramDataModule): self.dm, self.epoch = dm, 0
+
+    def __init__(self, dm: SkipGramDataModule):
+        self.dm, self.epoch = dm, 0
+
     def __iter__(self):
         seed, bs = self.dm.hparams.seed + self.epoch, self.dm.hparams.batch_size
         self.epoch += 1
         centers, contexts = (torch.from_numpy(a) for a in self.dm.sample_pairs(seed))
         order = torch.randperm(len(centers), generator=torch.Generator().manual_seed(seed))
         for i in range(0, len(order), bs):
-            idx = order[i:i + bs]
+            idx = order[i : i + bs]
             yield centers[idx], contexts[idx]
+
 
 class SkipGram(L.LightningModule):
     "Skip-gram with negative sampling: input vectors `v` (the embeddings you keep) and output vectors `u`."
-    def __init__(self, vocab_size: int, dim: int = 100, negatives: int = 5, lr: float = 1e-2,
-                 noise: torch.Tensor | None = None):
+
+    def __init__(
+        self, vocab_size: int, dim: int = 100, negatives: int = 5, lr: float = 1e-2, noise: torch.Tensor | None = None
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["noise"])
         self.v, self.u = nn.Embedding(vocab_size, dim), nn.Embedding(vocab_size, dim)
-        nn.init.uniform_(self.v.weight, -0.5 / dim, 0.5 / dim); nn.init.zeros_(self.u.weight)  # word2vec's initialisation
+        nn.init.uniform_(self.v.weight, -0.5 / dim, 0.5 / dim)
+        nn.init.zeros_(self.u.weight)  # word2vec's initialisation
         self.register_buffer("noise", noise if noise is not None else torch.full((vocab_size,), 1 / vocab_size))
 
     def loss(self, centers: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
-        v = self.v(centers)                                                         # (B, d)
+        v = self.v(centers)  # (B, d)
         negatives = torch.multinomial(self.noise, centers.numel() * self.hparams.negatives, replacement=True)
-        u_pos, u_neg = self.u(contexts), self.u(negatives.view(len(centers), -1))   # (B, d), (B, k, d)
+        u_pos, u_neg = self.u(contexts), self.u(negatives.view(len(centers), -1))  # (B, d), (B, k, d)
         pos = F.logsigmoid((u_pos * v).sum(-1))
         neg = F.logsigmoid(-(u_neg @ v.unsqueeze(-1)).squeeze(-1)).sum(-1)
         return -(pos + neg).mean()
@@ -232,16 +309,19 @@ class SkipGram(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
-    def configure_optimizers(self): return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
     @property
-    def vectors(self) -> torch.Tensor: return self.v.weight.detach()
+    def vectors(self) -> torch.Tensor:
+        return self.v.weight.detach()
 
 # %% ../nbs/01_embeddings.ipynb #15a945ed
 def nearest(vectors: torch.Tensor, vocab: Sequence[str], word: str, k: int = 8) -> list[tuple[str, float]]:
     "The `k` words whose vectors have the highest cosine similarity to `word`'s (the word itself excluded)."
     index = {w: i for i, w in enumerate(vocab)}
-    if word not in index: raise KeyError(f"{word!r} is not in the vocabulary")
+    if word not in index:
+        raise KeyError(f"{word!r} is not in the vocabulary")
     unit = F.normalize(vectors.float(), dim=1)
     sims = unit @ unit[index[word]]
     sims[index[word]] = -2
@@ -249,13 +329,16 @@ def nearest(vectors: torch.Tensor, vocab: Sequence[str], word: str, k: int = 8) 
     return [(vocab[i], round(float(s), 3)) for s, i in zip(top.values, top.indices)]
 
 # %% ../nbs/01_embeddings.ipynb #8addef09
-def cooccurrence_margin(vectors: torch.Tensor, centers: np.ndarray, contexts: np.ndarray, top: int = 2000,
-                        n: int = 2000, seed: int = 0) -> dict:
+def cooccurrence_margin(
+    vectors: torch.Tensor, centers: np.ndarray, contexts: np.ndarray, top: int = 2000, n: int = 2000, seed: int = 0
+) -> dict:
     """Mean cosine similarity of the `n` most frequent co-occurring pairs among the `top` most frequent words, against
     `n` random pairs of the same words; `margin` is the difference. Ids must be ordered by frequency (as the vocabulary is)."""
     unit = F.normalize(vectors.float(), dim=1)
     m = (centers < top) & (contexts < top) & (centers != contexts)
-    codes, counts = np.unique(np.minimum(centers[m], contexts[m]) * top + np.maximum(centers[m], contexts[m]), return_counts=True)
+    codes, counts = np.unique(
+        np.minimum(centers[m], contexts[m]) * top + np.maximum(centers[m], contexts[m]), return_counts=True
+    )
     frequent = codes[np.argsort(-counts, kind="stable")[:n]]
     a, b = torch.from_numpy(frequent // top), torch.from_numpy(frequent % top)
     rng = np.random.default_rng(seed)
@@ -276,7 +359,8 @@ def project_2d(vectors: torch.Tensor) -> np.ndarray:
 def word_in_context(model, tokenizer, sentence: str, word: str) -> torch.Tensor:
     "The contextual vector of the first occurrence of `word` in `sentence`: the mean of its tokens' last hidden states."
     match = re.search(rf"\b{re.escape(word)}\b", sentence, flags=re.IGNORECASE)
-    if not match: raise ValueError(f"{word!r} does not occur in {sentence!r}")
+    if not match:
+        raise ValueError(f"{word!r} does not occur in {sentence!r}")
     enc = tokenizer(sentence, return_tensors="pt", return_offsets_mapping=True)
     offsets = enc.pop("offset_mapping")[0]
     mask = (offsets[:, 0] < match.end()) & (offsets[:, 1] > match.start()) & (offsets[:, 1] > offsets[:, 0])
@@ -291,20 +375,34 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 # %% ../nbs/01_embeddings.ipynb #c49f40a1
 @torch.no_grad()
-def sentence_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 32, normalize: bool = True) -> torch.Tensor:
+def sentence_embeddings(
+    model, tokenizer, texts: Sequence[str], batch_size: int = 32, normalize: bool = True
+) -> torch.Tensor:
     "Mean-pooled sentence vectors `(len(texts), dim)`, unit length if `normalize` (what sentence-transformers does)."
     out = []
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, return_tensors="pt").to(model.device)
+        enc = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, return_tensors="pt").to(
+            model.device
+        )
         out.append(mean_pool(model(**enc).last_hidden_state, enc["attention_mask"]).cpu())
     emb = torch.cat(out)
     return F.normalize(emb, dim=1) if normalize else emb
 
 # %% ../nbs/01_embeddings.ipynb #7889c2ea
-def build_tokenizer(source: str, output: str, kind: str = "bpe", vocab_size: int = 8000, min_frequency: int = 2,
-                    lowercase: bool | None = None, by: str = "line", text_column: str = "text",
-                    split: str | None = None, name: str | None = None, model_max_length: int = 512,
-                    overwrite: bool = False) -> dict:
+def build_tokenizer(
+    source: str,
+    output: str,
+    kind: str = "bpe",
+    vocab_size: int = 8000,
+    min_frequency: int = 2,
+    lowercase: bool | None = None,
+    by: str = "line",
+    text_column: str = "text",
+    split: str | None = None,
+    name: str | None = None,
+    model_max_length: int = 512,
+    overwrite: bool = False,
+) -> dict:
     """Train a tokenizer on a corpus and save it with `save_pretrained`.
 
     Args:
@@ -321,18 +419,38 @@ def build_tokenizer(source: str, output: str, kind: str = "bpe", vocab_size: int
         model_max_length: the longest sequence models using it accept
         overwrite: save into an `output` folder that holds other files (they are kept)
     """
-    check_output(output, "tokenizer", overwrite)   # before the training, not after
+    check_output(output, "tokenizer", overwrite)  # before the training, not after
     corpus = load_corpus(source, by=by, text_column=text_column, split=split, name=name)
-    tok = train_tokenizer(corpus, kind, vocab_size=vocab_size, min_frequency=min_frequency, lowercase=lowercase,
-                          model_max_length=model_max_length)
-    with output_folder(output, "tokenizer", overwrite): tok.save_pretrained(output)
-    return {"output": str(output), "kind": kind, "vocab_size": len(tok), "documents": corpus.num_rows,
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in tokenizer_stats(tok, corpus["text"][:2000]).items()}}
+    tok = train_tokenizer(
+        corpus,
+        kind,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        lowercase=lowercase,
+        model_max_length=model_max_length,
+    )
+    with output_folder(output, "tokenizer", overwrite):
+        tok.save_pretrained(output)
+    return {
+        "output": str(output),
+        "kind": kind,
+        "vocab_size": len(tok),
+        "documents": corpus.num_rows,
+        **{
+            k: round(v, 4) if isinstance(v, float) else v
+            for k, v in tokenizer_stats(tok, corpus["text"][:2000]).items()
+        },
+    }
 
 # %% ../nbs/01_embeddings.ipynb #a1055eec
 def cli_tokenizer(argv: list[str] | None = None) -> int:
     "Train a BPE, WordPiece, char or word tokenizer on a corpus and save it (prints one JSON line)."
-    args = parse_command(build_tokenizer, argv, "llmstart tokenizer", positional=True,
-                         description="Train a tokenizer on a corpus and save it for AutoTokenizer.from_pretrained.")
+    args = parse_command(
+        build_tokenizer,
+        argv,
+        "llmstart tokenizer",
+        positional=True,
+        description="Train a tokenizer on a corpus and save it for AutoTokenizer.from_pretrained.",
+    )
     print(json.dumps(build_tokenizer(**args)))
     return 0

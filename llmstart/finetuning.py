@@ -19,8 +19,15 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .core import DataError, UsageError, load_pretrained
-from .data import (MINILM_HUB_ID, ClassificationDataModule, classification_loader, data_options,
-                           load_classification, text_columns_of, tokenize_classification)
+from llmstart.data import (
+    MINILM_HUB_ID,
+    ClassificationDataModule,
+    classification_loader,
+    data_options,
+    load_classification,
+    text_columns_of,
+    tokenize_classification,
+)
 from .bundle import bundle_function, read_bundle, save_bundle
 from .training import Recipe, fit, make_trainer
 
@@ -31,19 +38,29 @@ __all__ = ['classification_metrics', 'Classifier', 'BiLSTMClassifier', 'load_enc
 # %% ../nbs/04_finetuning.ipynb #041e7cb4
 def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
     "Accuracy, macro-F1, per-class precision and recall, and the confusion matrix, as one torchmetrics collection."
-    from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score,
-                                             MulticlassPrecision, MulticlassRecall)
-    return torchmetrics.MetricCollection({
-        "accuracy": MulticlassAccuracy(num_classes, average="micro"),
-        "macro_f1": MulticlassF1Score(num_classes, average="macro"),
-        "precision": MulticlassPrecision(num_classes, average=None),
-        "recall": MulticlassRecall(num_classes, average=None),
-        "confusion": MulticlassConfusionMatrix(num_classes)})
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassConfusionMatrix,
+        MulticlassF1Score,
+        MulticlassPrecision,
+        MulticlassRecall,
+    )
+
+    return torchmetrics.MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+            "precision": MulticlassPrecision(num_classes, average=None),
+            "recall": MulticlassRecall(num_classes, average=None),
+            "confusion": MulticlassConfusionMatrix(num_classes),
+        }
+    )
 
 # %% ../nbs/04_finetuning.ipynb #cf7c6707
 class Classifier(Recipe):
     """A `Recipe` for classifiers: `forward_loss` returns `_logits` and `_labels`, validation computes
     `classification_metrics` over the whole set and logs accuracy and macro-F1 (`last_metrics` keeps all of them)."""
+
     def setup_metrics(self, num_classes: int):
         self.val_metrics = classification_metrics(num_classes)
         self.last_metrics: dict = {}
@@ -72,7 +89,10 @@ class BiLSTMClassifier(Classifier):
         embedding_dim: the width of the word vectors
         hidden_size: LSTM units in each direction
     """
-    def __init__(self, vocab_size: int = 30522, num_labels: int = 3, embedding_dim: int = 64, hidden_size: int = 64, **recipe):
+
+    def __init__(
+        self, vocab_size: int = 30522, num_labels: int = 3, embedding_dim: int = 64, hidden_size: int = 64, **recipe
+    ):
         super().__init__(**recipe)
         self.save_hyperparameters()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
@@ -82,13 +102,20 @@ class BiLSTMClassifier(Classifier):
 
     def forward(self, input_ids, attention_mask):
         lengths = attention_mask.sum(1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False)
-        _, (h, _) = self.lstm(packed)                  # h: (2 directions, batch, hidden)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False
+        )
+        _, (h, _) = self.lstm(packed)  # h: (2 directions, batch, hidden)
         return self.out(torch.cat([h[0], h[1]], dim=-1))
 
     def forward_loss(self, batch):
         logits = self(batch["input_ids"], batch["attention_mask"])
-        return {"loss": F.cross_entropy(logits, batch["labels"]), "n": len(logits), "_logits": logits, "_labels": batch["labels"]}
+        return {
+            "loss": F.cross_entropy(logits, batch["labels"]),
+            "n": len(logits),
+            "_logits": logits,
+            "_labels": batch["labels"],
+        }
 
 # %% ../nbs/04_finetuning.ipynb #7d165414
 def _load_with_new_head(backbone: str, **kwargs):
@@ -96,26 +123,47 @@ def _load_with_new_head(backbone: str, **kwargs):
     transformers' table of every missing and unused weight)."""
     import sys
     from transformers.utils import logging as hf_logging
+
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    try: model, info = load_pretrained(AutoModelForSequenceClassification, backbone, output_loading_info=True, **kwargs)
-    finally: hf_logging.set_verbosity(level)
+    try:
+        model, info = load_pretrained(AutoModelForSequenceClassification, backbone, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
     new, unused = info.get("missing_keys") or [], info.get("unexpected_keys") or []
     if new:
-        print(f"{backbone}: new classification head ({len(new)} weights initialised: {', '.join(sorted(new)[:4])}"
-              f"{', ...' if len(new) > 4 else ''}){f'; {len(unused)} weights of its pretraining head unused' if unused else ''}",
-              file=sys.stderr)
+        print(
+            f"{backbone}: new classification head ({len(new)} weights initialised: {', '.join(sorted(new)[:4])}"
+            f"{', ...' if len(new) > 4 else ''}){f'; {len(unused)} weights of its pretraining head unused' if unused else ''}",
+            file=sys.stderr,
+        )
     return model
 
-def load_encoder_classifier(backbone: str, labels: Sequence[str], lora: bool = False, lora_rank: int = 8,
-                            lora_alpha: int = 16, lora_dropout: float = 0.1, lora_targets: Sequence[str] | None = None):
+
+def load_encoder_classifier(
+    backbone: str,
+    labels: Sequence[str],
+    lora: bool = False,
+    lora_rank: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.1,
+    lora_targets: Sequence[str] | None = None,
+):
     "A sequence classifier on `backbone` (hub id, folder or bundle) for `labels`, optionally wrapped with LoRA adapters."
     id2label = dict(enumerate(labels))
-    model = _load_with_new_head(backbone, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    model = _load_with_new_head(
+        backbone, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()}
+    )
     if lora:
         from peft import LoraConfig, TaskType, get_peft_model
-        config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                            target_modules=list(lora_targets) if lora_targets else None)
+
+        config = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=list(lora_targets) if lora_targets else None,
+        )
         model = get_peft_model(model, config)
     return model
 
@@ -137,29 +185,47 @@ class SequenceClassifier(Classifier):
         lora_dropout: dropout on the LoRA path
         lora_targets: the modules to adapt (default: the architecture's usual ones, e.g. query and value)
     """
-    def __init__(self, backbone: str = MINILM_HUB_ID, labels: list[str] | None = None, lora: bool = False,
-                 lora_rank: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.1,
-                 lora_targets: list[str] | None = None, **recipe):
+
+    def __init__(
+        self,
+        backbone: str = MINILM_HUB_ID,
+        labels: list[str] | None = None,
+        lora: bool = False,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.1,
+        lora_targets: list[str] | None = None,
+        **recipe,
+    ):
         super().__init__(**recipe)
         self.save_hyperparameters()
         self.model, self.label_names, self.data_info = None, list(labels) if labels else None, {}
-        if self.label_names: self.configure_model()
+        if self.label_names:
+            self.configure_model()
 
     def setup(self, stage: str | None = None):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None: return
-        if self.label_names is None: self.label_names = list(dm.label_names)
+        if dm is None:
+            return
+        if self.label_names is None:
+            self.label_names = list(dm.label_names)
         elif list(dm.label_names) != self.label_names:
             raise UsageError(f"the model's labels {self.label_names} differ from the data's {dm.label_names}")
-        self.data_info = {"text_columns": list(dm.text_columns), "label_column": dm.hparams.label_column,
-                          "max_length": dm.hparams.max_length}
+        self.data_info = {
+            "text_columns": list(dm.text_columns),
+            "label_column": dm.hparams.label_column,
+            "max_length": dm.hparams.max_length,
+        }
 
     def configure_model(self):
-        if self.model is not None: return
-        if not self.label_names: raise UsageError("the labels are unknown: pass labels=[...] or train with a data module")
+        if self.model is not None:
+            return
+        if not self.label_names:
+            raise UsageError("the labels are unknown: pass labels=[...] or train with a data module")
         h = self.hparams
-        self.model = load_encoder_classifier(h.backbone, self.label_names, h.lora, h.lora_rank, h.lora_alpha,
-                                             h.lora_dropout, h.lora_targets)
+        self.model = load_encoder_classifier(
+            h.backbone, self.label_names, h.lora, h.lora_rank, h.lora_alpha, h.lora_dropout, h.lora_targets
+        )
         self.setup_metrics(len(self.label_names))
 
     def forward_loss(self, batch):
@@ -168,7 +234,8 @@ class SequenceClassifier(Classifier):
         loss = F.cross_entropy(logits, batch["labels"])
         return {"loss": loss, "n": len(logits), "_logits": logits, "_labels": batch["labels"]}
 
-    def bundle_summary(self) -> dict: return {"labels": self.label_names}
+    def bundle_summary(self) -> dict:
+        return {"labels": self.label_names}
 
     def merged_model(self):
         "The model for inference: LoRA updates merged into the weights (a copy), or the model itself."
@@ -180,19 +247,31 @@ class SequenceClassifier(Classifier):
         h = self.hparams
         if tokenizer is None:
             dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            if dm is None: raise UsageError("pass the tokenizer: this model was not trained with a data module")
+            if dm is None:
+                raise UsageError("pass the tokenizer: this model was not trained with a data module")
             tokenizer = dm.tokenizer
-        return save_bundle(path, self.merged_model(), tokenizer, task="classification",
-                           evaluator="llmstart.finetuning:evaluate_classifier", labels=self.label_names,
-                           backbone=str(h.backbone), lora=h.lora, **self.data_info, **info)
+        return save_bundle(
+            path,
+            self.merged_model(),
+            tokenizer,
+            task="classification",
+            evaluator="llmstart.finetuning:evaluate_classifier",
+            labels=self.label_names,
+            backbone=str(h.backbone),
+            lora=h.lora,
+            **self.data_info,
+            **info,
+        )
 
 # %% ../nbs/04_finetuning.ipynb #f0590c6b
 def load_classifier(bundle: str | Path):
     """(model, tokenizer, info) of a classification bundle, the model in eval mode (safetensors only, no remote code).
     Bundles that name a `loader` (quantized ones, chapter 5) are loaded by it."""
     info = read_bundle(bundle)
-    if info["task"] != "classification": raise UsageError(f"{bundle} is a {info['task']} bundle, not a classifier")
-    if info.get("loader"): return bundle_function(info["loader"])(bundle)
+    if info["task"] != "classification":
+        raise UsageError(f"{bundle} is a {info['task']} bundle, not a classifier")
+    if info.get("loader"):
+        return bundle_function(info["loader"])(bundle)
     model = load_pretrained(AutoModelForSequenceClassification, bundle, use_safetensors=True).eval()
     return model, AutoTokenizer.from_pretrained(str(bundle)), info
 
@@ -207,31 +286,51 @@ def _logits(model, tokenizer, ds, batch_size: int) -> tuple[torch.Tensor, torch.
     for batch in loader:
         inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         out.append(model(**inputs).logits.float().cpu())
-    logits = torch.empty(len(ds), out[0].shape[-1]); logits[torch.tensor(order)] = torch.cat(out)
+    logits = torch.empty(len(ds), out[0].shape[-1])
+    logits[torch.tensor(order)] = torch.cat(out)
     return logits, torch.as_tensor(ds["label"]) if "label" in ds.column_names else None
 
-def predict(model, inputs: Sequence[str] | Sequence[tuple[str, str]], tokenizer=None, batch_size: int = 32,
-            max_length: int = 128) -> list[dict]:
+
+def predict(
+    model,
+    inputs: Sequence[str] | Sequence[tuple[str, str]],
+    tokenizer=None,
+    batch_size: int = 32,
+    max_length: int = 128,
+) -> list[dict]:
     """Label and class probabilities for each text or (premise, hypothesis) pair. `model`: a classifier, or a bundle folder
     (then `tokenizer` comes with it)."""
     import datasets
+
     if isinstance(model, (str, Path)):
         model, tokenizer, info = load_classifier(model)
         max_length = info.get("max_length", max_length)
-    if tokenizer is None: raise UsageError("pass the tokenizer (or a bundle folder as the model)")
+    if tokenizer is None:
+        raise UsageError("pass the tokenizer (or a bundle folder as the model)")
     inputs = list(inputs)
-    if not inputs: return []
+    if not inputs:
+        return []
     pairs = not isinstance(inputs[0], str)
     cols = {"premise": [a for a, _ in inputs], "hypothesis": [b for _, b in inputs]} if pairs else {"text": inputs}
     ds = tokenize_classification(datasets.Dataset.from_dict(cols), tokenizer, max_length)
     logits, _ = _logits(model, tokenizer, ds, batch_size)
     probs = logits.softmax(-1)
     names = [model.config.id2label[i] for i in range(probs.shape[-1])]
-    return [{"label": names[int(p.argmax())], "probabilities": {n: round(float(q), 4) for n, q in zip(names, p)}} for p in probs]
+    return [
+        {"label": names[int(p.argmax())], "probabilities": {n: round(float(q), 4) for n, q in zip(names, p)}}
+        for p in probs
+    ]
 
 # %% ../nbs/04_finetuning.ipynb #586fa874
-def evaluate_classifier(bundle: str | Path, data: str, batch_size: int = 32, limit: int | None = None,
-                        skip_bad: bool = False, text_columns: list[str] | None = None, label_column: str | None = None) -> dict:
+def evaluate_classifier(
+    bundle: str | Path,
+    data: str,
+    batch_size: int = 32,
+    limit: int | None = None,
+    skip_bad: bool = False,
+    text_columns: list[str] | None = None,
+    label_column: str | None = None,
+) -> dict:
     """Accuracy, macro-F1 and per-class precision / recall of a classification bundle on a labelled data file (or hub id).
     The data is read as the model was trained (`data_options`): its columns, unless told others."""
     model, tokenizer, info = load_classifier(bundle)
@@ -239,14 +338,23 @@ def evaluate_classifier(bundle: str | Path, data: str, batch_size: int = 32, lim
     want, got = len(info.get("text_columns", [])), len(text_columns_of(ds))
     if want and want != got:
         kind = lambda k: "sentence pairs" if k == 2 else "single texts"
-        raise DataError(f"{data}: the model was trained on {kind(want)} ({', '.join(info['text_columns'])}); the data has "
-                        f"{kind(got)} ({', '.join(text_columns_of(ds))})")
-    if limit: ds = ds.select(range(min(limit, ds.num_rows)))
-    logits, target = _logits(model, tokenizer, tokenize_classification(ds, tokenizer, info.get("max_length", 128)), batch_size)
+        raise DataError(
+            f"{data}: the model was trained on {kind(want)} ({', '.join(info['text_columns'])}); the data has "
+            f"{kind(got)} ({', '.join(text_columns_of(ds))})"
+        )
+    if limit:
+        ds = ds.select(range(min(limit, ds.num_rows)))
+    logits, target = _logits(
+        model, tokenizer, tokenize_classification(ds, tokenizer, info.get("max_length", 128)), batch_size
+    )
     m = classification_metrics(len(info["labels"]))(logits, target)
-    return {"accuracy": round(float(m["accuracy"]), 5), "macro_f1": round(float(m["macro_f1"]), 5), "n": int(len(target)),
-            "precision": dict(zip(info["labels"], [round(float(x), 4) for x in m["precision"]])),
-            "recall": dict(zip(info["labels"], [round(float(x), 4) for x in m["recall"]]))}
+    return {
+        "accuracy": round(float(m["accuracy"]), 5),
+        "macro_f1": round(float(m["macro_f1"]), 5),
+        "n": int(len(target)),
+        "precision": dict(zip(info["labels"], [round(float(x), 4) for x in m["precision"]])),
+        "recall": dict(zip(info["labels"], [round(float(x), 4) for x in m["recall"]])),
+    }
 
 # %% ../nbs/04_finetuning.ipynb #d5f330c8
 def cli_finetune(argv: list[str] | None = None) -> int:
@@ -260,17 +368,33 @@ def cli_finetune(argv: list[str] | None = None) -> int:
             super().add_arguments_to_parser(parser)
             parser.link_arguments("model.backbone", "data.tokenizer")
             parser.link_arguments("data.labels", "model.labels")
+
         def before_instantiate_classes(self):
             # the run's checkpoints live with its output: --output B trains in B (B/checkpoints) and writes the bundle there
             cfg = self.config
-            if cfg["trainer.output_dir"] is None: cfg["trainer.output_dir"] = cfg["output"] or "runs/finetune"
-            check_output(cfg["trainer.output_dir"], "finetune", cfg["overwrite"], "--output" if cfg["output"] else "--trainer.output_dir")
+            if cfg["trainer.output_dir"] is None:
+                cfg["trainer.output_dir"] = cfg["output"] or "runs/finetune"
+            check_output(
+                cfg["trainer.output_dir"],
+                "finetune",
+                cfg["overwrite"],
+                "--output" if cfg["output"] else "--trainer.output_dir",
+            )
 
-    cli = FinetuneCLI(SequenceClassifier, ClassificationDataModule, trainer_class=make_trainer, run=False,
-                      args=list(sys.argv[2:] if argv is None else argv), seed_everything_default=0,
-                      auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
-                      trainer_defaults={"max_epochs": 3, "output_dir": None, "monitor": "val_loss"},
-                      parser_kwargs={"prog": "llmstart finetune",
-                                     "description": "Fine-tune an encoder on labelled texts or sentence pairs; writes a bundle."})
+    cli = FinetuneCLI(
+        SequenceClassifier,
+        ClassificationDataModule,
+        trainer_class=make_trainer,
+        run=False,
+        args=list(sys.argv[2:] if argv is None else argv),
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"max_epochs": 3, "output_dir": None, "monitor": "val_loss"},
+        parser_kwargs={
+            "prog": "llmstart finetune",
+            "description": "Fine-tune an encoder on labelled texts or sentence pairs; writes a bundle.",
+        },
+    )
     run_command(cli, "finetune")
     return 0

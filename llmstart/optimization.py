@@ -43,7 +43,8 @@ def count_parameters(model: nn.Module) -> int:
         if isinstance(m, nnqd.Linear):
             w, b = m._weight_bias()
             n += w.numel() + (b.numel() if b is not None else 0)
-        elif isinstance(m, nnq.Embedding): n += m.weight().numel()
+        elif isinstance(m, nnq.Embedding):
+            n += m.weight().numel()
     return n
 
 # %% ../nbs/05_optimization.ipynb #7ebf3f73
@@ -52,31 +53,51 @@ def weights_mb(bundle: str | Path) -> float:
     return sum(f.stat().st_size for f in Path(bundle).glob("*.safetensors")) / 1e6
 
 # %% ../nbs/05_optimization.ipynb #03f0f6de
-def tokenize_batches(tokenizer, examples: Sequence, batch_size: int, max_length: int = 128, tensors: str = "pt") -> list[dict]:
+def tokenize_batches(
+    tokenizer, examples: Sequence, batch_size: int, max_length: int = 128, tensors: str = "pt"
+) -> list[dict]:
     "`examples` (texts or pairs) tokenized in batches of `batch_size`, in the order given, each padded to its longest."
-    return [dict(tokenizer(*zip(*examples[i:i + batch_size]), truncation=True, max_length=max_length, padding=True,
-                           return_tensors=tensors)) for i in range(0, len(examples), batch_size)]
+    return [
+        dict(
+            tokenizer(
+                *zip(*examples[i : i + batch_size]),
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors=tensors,
+            )
+        )
+        for i in range(0, len(examples), batch_size)
+    ]
 
 # %% ../nbs/05_optimization.ipynb #54f1f5b5
 def _ms_per_example(run, batches: list, n: int, warmup: int) -> float:
-    for b in batches[:warmup]: run(b)
+    for b in batches[:warmup]:
+        run(b)
     start = time.perf_counter()
-    for b in batches: run(b)
+    for b in batches:
+        run(b)
     return (time.perf_counter() - start) * 1000 / n
+
 
 @torch.inference_mode()
 def latency_ms(model, tokenizer, examples: Sequence, batch_size: int, max_length: int = 128, warmup: int = 2) -> float:
     """Mean CPU milliseconds per example of `model`'s forward pass over `examples` (texts or pairs) in batches of
     `batch_size`, in the order given (padding to the longest in each batch); tokenization is done beforehand and not timed."""
-    return _ms_per_example(lambda b: model(**b), tokenize_batches(tokenizer, examples, batch_size, max_length),
-                           len(examples), warmup)
+    return _ms_per_example(
+        lambda b: model(**b), tokenize_batches(tokenizer, examples, batch_size, max_length), len(examples), warmup
+    )
 
 # %% ../nbs/05_optimization.ipynb #b079dd15
-def backend_latency_ms(backend, examples: Sequence, batch_size: int = 32, max_length: int = 128, warmup: int = 2) -> float:
+def backend_latency_ms(
+    backend, examples: Sequence, batch_size: int = 32, max_length: int = 128, warmup: int = 2
+) -> float:
     """`latency_ms` for an inference backend of chapter 6 (a callable on a dict of int64 NumPy arrays that has a
     `tokenizer`, such as ONNX Runtime's), so that backends are timed on the same batches as PyTorch models."""
-    batches = [{k: v.astype("int64") for k, v in b.items()}
-               for b in tokenize_batches(backend.tokenizer, examples, batch_size, max_length, tensors="np")]
+    batches = [
+        {k: v.astype("int64") for k, v in b.items()}
+        for b in tokenize_batches(backend.tokenizer, examples, batch_size, max_length, tensors="np")
+    ]
     return _ms_per_example(backend, batches, len(examples), warmup)
 
 # %% ../nbs/05_optimization.ipynb #9971661a
@@ -86,11 +107,17 @@ def measure(bundle: str | Path, data: str, variant: str | None = None, latency_e
     model, tokenizer, info = load_classifier(bundle)
     ex = labelled_examples(data, n=latency_examples, **data_options(info, **reading))
     ev = evaluate_classifier(bundle, data, **reading)
-    row = {"variant": variant or Path(bundle).name, "parameters": count_parameters(model),
-           "size_mb": round(weights_mb(bundle), 2),
-           "latency_ms_b1": round(latency_ms(model, tokenizer, ex[:latency_examples // 4], 1), 3),
-           "latency_ms_b32": round(latency_ms(model, tokenizer, ex, 32), 3),
-           "accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"], "n": ev["n"], "bundle": str(bundle)}
+    row = {
+        "variant": variant or Path(bundle).name,
+        "parameters": count_parameters(model),
+        "size_mb": round(weights_mb(bundle), 2),
+        "latency_ms_b1": round(latency_ms(model, tokenizer, ex[: latency_examples // 4], 1), 3),
+        "latency_ms_b32": round(latency_ms(model, tokenizer, ex, 32), 3),
+        "accuracy": ev["accuracy"],
+        "macro_f1": ev["macro_f1"],
+        "n": ev["n"],
+        "bundle": str(bundle),
+    }
     return row
 
 # %% ../nbs/05_optimization.ipynb #d0f611b1
@@ -98,7 +125,8 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     "The model's stack of transformer layers: the `nn.ModuleList` with `config.num_hidden_layers` blocks."
     n = model.config.num_hidden_layers
     for m in model.modules():
-        if isinstance(m, nn.ModuleList) and len(m) == n: return m
+        if isinstance(m, nn.ModuleList) and len(m) == n:
+            return m
     raise UsageError(f"cannot find the {n} transformer layers of this {type(model).__name__}")
 
 # %% ../nbs/05_optimization.ipynb #c1ebbab8
@@ -111,7 +139,8 @@ def magnitude_prune(model: nn.Module, sparsity: float, permanent: bool = True) -
     """Global unstructured magnitude pruning (`torch.nn.utils.prune.global_unstructured`, L1): zero the `sparsity` fraction
     of the smallest weights, ranked across all `prunable_weights` together. With `permanent=False` the masks stay as
     forward pre-hooks, so training keeps the pruned weights at zero; `make_permanent` removes them."""
-    if not 0 <= sparsity < 1: raise UsageError(f"sparsity must be in [0, 1), got {sparsity}")
+    if not 0 <= sparsity < 1:
+        raise UsageError(f"sparsity must be in [0, 1), got {sparsity}")
     params = prunable_weights(model)
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=sparsity)
     return make_permanent(model) if permanent else model
@@ -120,7 +149,7 @@ def magnitude_prune(model: nn.Module, sparsity: float, permanent: bool = True) -
 def make_permanent(model: nn.Module) -> nn.Module:
     "Fold pruning masks into the weights and remove the reparametrization."
     for m in model.modules():
-        for name in [k[:-len("_orig")] for k, _ in m.named_parameters(recurse=False) if k.endswith("_orig")]:
+        for name in [k[: -len("_orig")] for k, _ in m.named_parameters(recurse=False) if k.endswith("_orig")]:
             prune.remove(m, name)
     return model
 
@@ -136,20 +165,26 @@ def prune_ffn_neurons(model: nn.Module, amount: float) -> nn.Module:
     matrix and the matching columns of the second with the smallest product of norms -- so the matrices really shrink.
     For BERT-style layers (`intermediate.dense`, `output.dense`); `config.intermediate_size` is updated, so the result
     saves and loads as an ordinary model."""
-    if not 0 <= amount < 1: raise UsageError(f"amount must be in [0, 1), got {amount}")
+    if not 0 <= amount < 1:
+        raise UsageError(f"amount must be in [0, 1), got {amount}")
     keep = None
     for layer in encoder_layers(model):
-        try: up, down = layer.intermediate.dense, layer.output.dense
+        try:
+            up, down = layer.intermediate.dense, layer.output.dense
         except AttributeError:
-            raise UsageError(f"structured pruning supports BERT-style layers (intermediate.dense, output.dense); "
-                             f"{type(model).__name__} has {type(layer).__name__}") from None
+            raise UsageError(
+                f"structured pruning supports BERT-style layers (intermediate.dense, output.dense); "
+                f"{type(model).__name__} has {type(layer).__name__}"
+            ) from None
         keep = keep or max(1, round(up.out_features * (1 - amount)))
         score = up.weight.norm(dim=1) * down.weight.norm(dim=0)
         idx = score.topk(keep).indices.sort().values
         new_up, new_down = nn.Linear(up.in_features, keep), nn.Linear(keep, down.out_features)
         with torch.no_grad():
-            new_up.weight.copy_(up.weight[idx]); new_up.bias.copy_(up.bias[idx])
-            new_down.weight.copy_(down.weight[:, idx]); new_down.bias.copy_(down.bias)
+            new_up.weight.copy_(up.weight[idx])
+            new_up.bias.copy_(up.bias[idx])
+            new_down.weight.copy_(down.weight[:, idx])
+            new_down.bias.copy_(down.bias)
         layer.intermediate.dense, layer.output.dense = new_up, new_down
     model.config.intermediate_size = keep
     return model
@@ -157,40 +192,55 @@ def prune_ffn_neurons(model: nn.Module, amount: float) -> nn.Module:
 # %% ../nbs/05_optimization.ipynb #ee431872
 def _has_vnni() -> bool:
     "Does this CPU have VNNI instructions (int8 dot products accumulated in int32, no int16 saturation)?"
-    try: flags = Path("/proc/cpuinfo").read_text()
-    except OSError: return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
+
 REDUCE_RANGE = not _has_vnni()
+
 
 class Int8Linear(nnqd.Linear):
     """torch.ao's dynamic int8 linear layer with two additions: 8-bit activations where the CPU has VNNI (torch.ao always
     uses 7 bits, which CPUs without VNNI need to avoid an int16 overflow; with VNNI the eighth bit halves the rounding
     error at no cost), and an optional per-input-channel `input_scale` that the input is multiplied by first (smoothing)."""
+
     input_scale: torch.Tensor | None = None
 
     def forward(self, x):
-        if self.input_scale is not None: x = x * self.input_scale
-        return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=REDUCE_RANGE).to(x.dtype)
+        if self.input_scale is not None:
+            x = x * self.input_scale
+        return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=REDUCE_RANGE).to(
+            x.dtype
+        )
 
-    def _get_name(self): return "Int8Linear"
+    def _get_name(self):
+        return "Int8Linear"
 
 # %% ../nbs/05_optimization.ipynb #a1217025
 @torch.inference_mode()
 def input_absmax(model: nn.Module, batches) -> dict[str, torch.Tensor]:
     "The largest |input| each `nn.Linear` of `model` sees, per input channel, over `batches` (dicts of model inputs)."
     amax, hooks = {}, []
+
     def record(name):
         def hook(module, inputs):
             a = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(0).float()
             amax[name] = torch.maximum(amax[name], a) if name in amax else a
+
         return hook
+
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear): hooks.append(m.register_forward_pre_hook(record(name)))
+        if isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_pre_hook(record(name)))
     try:
-        for batch in batches: model(**batch)
+        for batch in batches:
+            model(**batch)
     finally:
-        for h in hooks: h.remove()
+        for h in hooks:
+            h.remove()
     return amax
 
 # %% ../nbs/05_optimization.ipynb #ed6ab387
@@ -217,47 +267,72 @@ def quantize_int8(model: nn.Module, calibration=None, smooth: float = 0.8, backe
     model = copy.deepcopy(model).eval()
     if backend == "torchao":
         import logging
+
         logging.getLogger("torchao").setLevel(logging.ERROR)
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
         quantize_(model, Int8DynamicActivationInt8WeightConfig())
         return model
-    if backend != "torch.ao": raise UsageError(f"backend must be 'torch.ao' or 'torchao', got {backend!r}")
+    if backend != "torch.ao":
+        raise UsageError(f"backend must be 'torch.ao' or 'torchao', got {backend!r}")
     scales = {}
     if calibration is not None and smooth:
         amax = input_absmax(model, calibration)
         with torch.no_grad():
             for name, m in model.named_modules():
                 if isinstance(m, nn.Linear) and name in amax:
-                    s = amax[name].clamp(min=1e-5) ** smooth / m.weight.abs().amax(0).float().clamp(min=1e-5) ** (1 - smooth)
-                    m.weight.mul_(s.to(m.weight.dtype)); scales[name] = s
+                    s = amax[name].clamp(min=1e-5) ** smooth / m.weight.abs().amax(0).float().clamp(min=1e-5) ** (
+                        1 - smooth
+                    )
+                    m.weight.mul_(s.to(m.weight.dtype))
+                    scales[name] = s
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # torch.ao's deprecation notice
-        from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
-        q = quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig},
-                             mapping={nn.Linear: Int8Linear, nn.Embedding: nnq.Embedding})
-    for name, s in scales.items(): q.get_submodule(name).input_scale = 1 / s
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice
+        from torch.ao.quantization import (
+            float_qparams_weight_only_qconfig,
+            per_channel_dynamic_qconfig,
+            quantize_dynamic,
+        )
+
+        q = quantize_dynamic(
+            model,
+            {nn.Linear: per_channel_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig},
+            mapping={nn.Linear: Int8Linear, nn.Embedding: nnq.Embedding},
+        )
+    for name, s in scales.items():
+        q.get_submodule(name).input_scale = 1 / s
     return q
 
 # %% ../nbs/05_optimization.ipynb #892a0609
 INT8_LOADER = "llmstart.optimization:load_int8_classifier"
 
+
 def save_int8_bundle(qmodel: nn.Module, tokenizer, path: str | Path, info: BundleInfo | dict) -> Path:
     """Write a `quantize_int8` (torch.ao) model as a bundle: the int8 / uint8 weights with their per-channel scales and zero
     points in `model.safetensors`, the rest in float; `llmstart.json` names the loader that rebuilds it."""
     from safetensors.torch import save_file
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     tensors, linear, embedding = {}, [], []
+
     def put(name, q):
         tensors[f"{name}.qweight"] = q.int_repr().contiguous()
         tensors[f"{name}.scales"] = q.q_per_channel_scales().float().contiguous()
         tensors[f"{name}.zero_points"] = q.q_per_channel_zero_points().float().contiguous()
+
     for name, m in qmodel.named_modules():
         if isinstance(m, nnqd.Linear):
-            w, b = m._weight_bias(); put(name, w); linear.append(name)
-            if b is not None: tensors[f"{name}.bias"] = b.detach().contiguous()
-            if m.input_scale is not None: tensors[f"{name}.input_scale"] = m.input_scale.contiguous()
+            w, b = m._weight_bias()
+            put(name, w)
+            linear.append(name)
+            if b is not None:
+                tensors[f"{name}.bias"] = b.detach().contiguous()
+            if m.input_scale is not None:
+                tensors[f"{name}.input_scale"] = m.input_scale.contiguous()
         elif isinstance(m, nnq.Embedding):
-            put(name, m.weight()); embedding.append(name)
+            put(name, m.weight())
+            embedding.append(name)
     quantized = tuple(linear + embedding)
     for k, v in qmodel.state_dict().items():
         if isinstance(v, torch.Tensor) and not v.is_quantized and not k.startswith(quantized):
@@ -266,28 +341,46 @@ def save_int8_bundle(qmodel: nn.Module, tokenizer, path: str | Path, info: Bundl
     qmodel.config.save_pretrained(path)
     tokenizer.save_pretrained(path)
     info = info if isinstance(info, BundleInfo) else BundleInfo.from_dict(info)
-    info.derive(drop=["metrics", "steps"], loader=INT8_LOADER,
-                quantization={"scheme": "int8 dynamic (torch.ao), per-channel weights", "linear": linear, "embedding": embedding,
-                              "smoothed": any(k.endswith(".input_scale") for k in tensors)}).write(path)
+    info.derive(
+        drop=["metrics", "steps"],
+        loader=INT8_LOADER,
+        quantization={
+            "scheme": "int8 dynamic (torch.ao), per-channel weights",
+            "linear": linear,
+            "embedding": embedding,
+            "smoothed": any(k.endswith(".input_scale") for k in tensors),
+        },
+    ).write(path)
     return path
 
 # %% ../nbs/05_optimization.ipynb #101d4157
 def load_int8_classifier(bundle: str | Path):
     "(model, tokenizer, info) of a bundle written by `save_int8_bundle`: the quantized modules rebuilt from their int8 weights exactly."
     from safetensors.torch import load_file
+
     bundle = Path(bundle)
     info = read_bundle(bundle)
     q = info.get("quantization") or {}
     model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(bundle))
     tensors = load_file(str(bundle / "model.safetensors"))
+
     def qweight(name, float_qparams):
         scales, zps = tensors.pop(f"{name}.scales"), tensors.pop(f"{name}.zero_points")
-        return torch._make_per_channel_quantized_tensor(tensors.pop(f"{name}.qweight"), scales if float_qparams else scales.double(),
-                                                        zps if float_qparams else zps.long(), 0)
+        return torch._make_per_channel_quantized_tensor(
+            tensors.pop(f"{name}.qweight"),
+            scales if float_qparams else scales.double(),
+            zps if float_qparams else zps.long(),
+            0,
+        )
+
     quantized = tuple(q.get("linear", []) + q.get("embedding", []))
-    floats = {k: v for k, v in tensors.items() if not k.endswith((".qweight", ".scales", ".zero_points", ".input_scale"))
-              and not (k.endswith(".bias") and k[:-len(".bias")] in q.get("linear", []))}
-    missing, unexpected = model.load_state_dict(floats, strict=False)   # the float parts, before the swap
+    floats = {
+        k: v
+        for k, v in tensors.items()
+        if not k.endswith((".qweight", ".scales", ".zero_points", ".input_scale"))
+        and not (k.endswith(".bias") and k[: -len(".bias")] in q.get("linear", []))
+    }
+    missing, unexpected = model.load_state_dict(floats, strict=False)  # the float parts, before the swap
     bad = [k for k in missing if not k.startswith(quantized)] + list(unexpected)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -303,27 +396,39 @@ def load_int8_classifier(bundle: str | Path):
             m = nnq.Embedding(f.num_embeddings, f.embedding_dim, dtype=torch.quint8)
             m.set_weight(qweight(name, True))
             model.set_submodule(name, m)
-    if bad: raise ValueError(f"{bundle}/model.safetensors does not match its config: {bad[:5]}")
+    if bad:
+        raise ValueError(f"{bundle}/model.safetensors does not match its config: {bad[:5]}")
     return model.eval(), AutoTokenizer.from_pretrained(str(bundle)), info
 
 # %% ../nbs/05_optimization.ipynb #e8284492
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float = 2.0, alpha: float = 0.5):
     """(loss, soft, hard): $\\alpha T^2 \\mathrm{KL}(p_T^{teacher} \\| p_T^{student}) + (1-\\alpha)\\,\\mathrm{CE}(z^{student}, y)$."""
     T = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / T, -1), F.log_softmax(teacher_logits / T, -1),
-                    reduction="batchmean", log_target=True) * T * T
+    soft = (
+        F.kl_div(
+            F.log_softmax(student_logits / T, -1),
+            F.log_softmax(teacher_logits / T, -1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * T
+        * T
+    )
     hard = F.cross_entropy(student_logits, labels)
     return alpha * soft + (1 - alpha) * hard, soft, hard
 
 # %% ../nbs/05_optimization.ipynb #e84b341a
 def student_layer_ids(n_teacher: int, layers: int | Sequence[int] | None = None) -> list[int]:
     "Which teacher layers initialise the student: `layers` given as indices, or that many spread evenly (default: every other one)."
-    if layers is None: layers = max(1, n_teacher // 2)
+    if layers is None:
+        layers = max(1, n_teacher // 2)
     if isinstance(layers, int):
-        if not 1 <= layers <= n_teacher: raise UsageError(f"the student needs 1..{n_teacher} layers, got {layers}")
+        if not 1 <= layers <= n_teacher:
+            raise UsageError(f"the student needs 1..{n_teacher} layers, got {layers}")
         return [i * n_teacher // layers for i in range(layers)]
     ids = sorted(set(int(i) for i in layers))
-    if not ids or ids[0] < 0 or ids[-1] >= n_teacher: raise UsageError(f"layer indices must be in 0..{n_teacher - 1}, got {list(layers)}")
+    if not ids or ids[0] < 0 or ids[-1] >= n_teacher:
+        raise UsageError(f"layer indices must be in 0..{n_teacher - 1}, got {list(layers)}")
     return ids
 
 # %% ../nbs/05_optimization.ipynb #0a5ecc30
@@ -334,7 +439,9 @@ def make_student(teacher: nn.Module, layers: int | Sequence[int] | None = None) 
     ids = student_layer_ids(len(stack), layers)
     kept = nn.ModuleList([stack[i] for i in ids])
     for name, m in student.named_modules():
-        if m is stack: student.set_submodule(name, kept); break
+        if m is stack:
+            student.set_submodule(name, kept)
+            break
     student.config.num_hidden_layers = len(ids)
     return student
 
@@ -349,14 +456,24 @@ class Distiller(Classifier):
         temperature: T, softening both distributions
         alpha: the weight of the soft (distillation) loss; 1 - alpha weights the cross-entropy with the labels
     """
-    def __init__(self, teacher: str, student_layers: int | list[int] | None = None, temperature: float = 2.0,
-                 alpha: float = 0.5, **recipe):
+
+    def __init__(
+        self,
+        teacher: str,
+        student_layers: int | list[int] | None = None,
+        temperature: float = 2.0,
+        alpha: float = 0.5,
+        **recipe,
+    ):
         super().__init__(**recipe)
         self.save_hyperparameters()
-        if not 0 <= alpha <= 1: raise UsageError(f"alpha must be in [0, 1], got {alpha}")
-        if temperature <= 0: raise UsageError(f"temperature must be positive, got {temperature}")
+        if not 0 <= alpha <= 1:
+            raise UsageError(f"alpha must be in [0, 1], got {alpha}")
+        if temperature <= 0:
+            raise UsageError(f"temperature must be positive, got {temperature}")
         model, _, self.teacher_info = load_classifier(teacher)
-        if self.teacher_info.get("loader"): raise UsageError(f"{teacher} is a compressed bundle; distil from a float model")
+        if self.teacher_info.get("loader"):
+            raise UsageError(f"{teacher} is a compressed bundle; distil from a float model")
         self.label_names = list(self.teacher_info["labels"])
         self.teacher = model.eval().requires_grad_(False)
         self.student = make_student(model, student_layers).requires_grad_(True)
@@ -365,30 +482,50 @@ class Distiller(Classifier):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()   # the teacher never trains: no dropout in its targets
+        self.teacher.eval()  # the teacher never trains: no dropout in its targets
         return self
 
     def forward_loss(self, batch):
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        with torch.no_grad(): t = self.teacher(**inputs).logits
+        with torch.no_grad():
+            t = self.teacher(**inputs).logits
         s = self.student(**inputs).logits
         h = self.hparams
         loss, soft, hard = distillation_loss(s, t, batch["labels"], h.temperature, h.alpha)
-        return {"loss": loss, "soft": soft.detach(), "hard": hard.detach(), "n": len(s), "_logits": s, "_labels": batch["labels"]}
+        return {
+            "loss": loss,
+            "soft": soft.detach(),
+            "hard": hard.detach(),
+            "n": len(s),
+            "_logits": s,
+            "_labels": batch["labels"],
+        }
 
     def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
         "Write the student as a classification bundle; `tokenizer` defaults to the teacher's."
         h, t = self.hparams, self.teacher_info
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(h.teacher))
-        return save_bundle(path, self.student, tokenizer, task="classification", evaluator="llmstart.finetuning:evaluate_classifier",
-                           labels=self.label_names, text_columns=t.get("text_columns"), max_length=t.get("max_length", 128),
-                           distilled_from=str(h.teacher), student_layers=self.layer_ids, temperature=h.temperature,
-                           alpha=h.alpha, **info)
+        return save_bundle(
+            path,
+            self.student,
+            tokenizer,
+            task="classification",
+            evaluator="llmstart.finetuning:evaluate_classifier",
+            labels=self.label_names,
+            text_columns=t.get("text_columns"),
+            max_length=t.get("max_length", 128),
+            distilled_from=str(h.teacher),
+            student_layers=self.layer_ids,
+            temperature=h.temperature,
+            alpha=h.alpha,
+            **info,
+        )
 
 # %% ../nbs/05_optimization.ipynb #f0c71860
 @dataclass
 class CompressOptions:
     "The settings of a `compress` run that its methods read (see `compress` for each)."
+
     train_data: str | None = None
     val_data: str | None = None
     eval_data: str | None = None
@@ -413,37 +550,73 @@ class CompressOptions:
 
     def data(self, bundle: Path, info: dict) -> ClassificationDataModule:
         "The training data, read for the bundle (its labels and columns) and tokenized for it."
-        return ClassificationDataModule(self.train_data, self.val_data, tokenizer=str(bundle), batch_size=self.batch_size,
-                                        max_length=info.get("max_length", 128), **data_options(info, **self.reading()))
+        return ClassificationDataModule(
+            self.train_data,
+            self.val_data,
+            tokenizer=str(bundle),
+            batch_size=self.batch_size,
+            max_length=info.get("max_length", 128),
+            **data_options(info, **self.reading()),
+        )
 
 # %% ../nbs/05_optimization.ipynb #84182c7a
 def _finetune(module, data: ClassificationDataModule, o: CompressOptions, work_dir: Path):
-    trainer = make_trainer(work_dir, max_epochs=o.epochs, logger=False, progress_bar=o.progress_bar, monitor=None,
-                           enable_model_summary=False, num_sanity_val_steps=0,
-                           limit_val_batches=None if data.hparams.val_file else 0)
+    trainer = make_trainer(
+        work_dir,
+        max_epochs=o.epochs,
+        logger=False,
+        progress_bar=o.progress_bar,
+        monitor=None,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if data.hparams.val_file else 0,
+    )
     fit(trainer, module, data, resume=False)
     return module
+
 
 def compress_int8(current: Path, out: Path, info: dict, o: CompressOptions, work: Path) -> dict:
     "int8 weights (`quantize_int8`), smoothed and calibrated when `o.smooth` > 0; written as an int8 bundle."
     fmodel, tok, _ = load_classifier(current)
     source = (o.calibration_data or o.train_data or o.eval_data) if o.smooth else None
-    calib = calibration_batches(tok, labelled_examples(source, n=256, **data_options(info, **o.reading())), max_length=info.get("max_length", 128)) if source else None
-    save_int8_bundle(quantize_int8(fmodel, calib, o.smooth), tok, out,
-                     info.derive(compressed_from=str(current), calibration_data=source, smooth=o.smooth))
+    calib = (
+        calibration_batches(
+            tok,
+            labelled_examples(source, n=256, **data_options(info, **o.reading())),
+            max_length=info.get("max_length", 128),
+        )
+        if source
+        else None
+    )
+    save_int8_bundle(
+        quantize_int8(fmodel, calib, o.smooth),
+        tok,
+        out,
+        info.derive(compressed_from=str(current), calibration_data=source, smooth=o.smooth),
+    )
     return {}
 
 # %% ../nbs/05_optimization.ipynb #768540b6
 def compress_prune(current: Path, out: Path, info: dict, o: CompressOptions, work: Path) -> dict:
     "Structured and / or magnitude pruning, then (with training data) a recovery fine-tune; the zeros made permanent."
     clf = SequenceClassifier(str(current), labels=info["labels"], lr=o.lr or 5e-5)
-    if o.structured: prune_ffn_neurons(clf.model, o.structured)
-    if o.sparsity: magnitude_prune(clf.model, o.sparsity, permanent=False)
-    if o.train_data: _finetune(clf, o.data(current, info), o, work)
-    else: clf.data_info = {k: info[k] for k in ("text_columns", "max_length") if k in info}
+    if o.structured:
+        prune_ffn_neurons(clf.model, o.structured)
+    if o.sparsity:
+        magnitude_prune(clf.model, o.sparsity, permanent=False)
+    if o.train_data:
+        _finetune(clf, o.data(current, info), o, work)
+    else:
+        clf.data_info = {k: info[k] for k in ("text_columns", "max_length") if k in info}
     make_permanent(clf.model)
-    clf.save_bundle(out, AutoTokenizer.from_pretrained(str(current)), pruned_from=str(current), sparsity=o.sparsity,
-                    ffn_pruned=o.structured, recovered=bool(o.train_data))
+    clf.save_bundle(
+        out,
+        AutoTokenizer.from_pretrained(str(current)),
+        pruned_from=str(current),
+        sparsity=o.sparsity,
+        ffn_pruned=o.structured,
+        recovered=bool(o.train_data),
+    )
     return {"sparsity": round(sparsity_of(clf.model), 4)}
 
 # %% ../nbs/05_optimization.ipynb #7d2396f6
@@ -457,37 +630,68 @@ def compress_distill(current: Path, out: Path, info: dict, o: CompressOptions, w
 # %% ../nbs/05_optimization.ipynb #d178414c
 METHODS = {"int8": compress_int8, "prune": compress_prune, "distill": compress_distill}
 
+
 def _plan(model: str, method: str, output: Path, o: CompressOptions, overwrite: bool) -> tuple[list[str], list[Path]]:
     "The methods of `method` and their output folders, every option and folder checked before any work."
     methods = [m.strip() for m in method.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
-    if not methods or bad: raise UsageError(f"--method must be {', '.join(METHODS)}, or several joined by commas; got {method!r}")
-    if "int8" in methods[:-1]: raise UsageError("int8 must come last: pruning and distillation train a float model")
-    if "distill" in methods and not o.train_data: raise UsageError("distill needs --train_data, the labelled data the student learns on")
+    if not methods or bad:
+        raise UsageError(f"--method must be {', '.join(METHODS)}, or several joined by commas; got {method!r}")
+    if "int8" in methods[:-1]:
+        raise UsageError("int8 must come last: pruning and distillation train a float model")
+    if "distill" in methods and not o.train_data:
+        raise UsageError("distill needs --train_data, the labelled data the student learns on")
     for name, value in [("sparsity", o.sparsity), ("structured", o.structured)]:
-        if not 0 <= value < 1: raise UsageError(f"--{name}: {name} must be in [0, 1), got {value}")
-    if read_bundle(model).get("loader"): raise UsageError(f"{model} is already compressed; start from a float classification bundle")
-    outputs = [output if i == len(methods) - 1 else output.with_name(f"{output.name}-{m}") for i, m in enumerate(methods)]
-    if any(o_.resolve() == Path(model).resolve() for o_ in outputs): raise UsageError(f"--output {output} would overwrite the input bundle")
-    for o_ in outputs: check_output(o_, "compress", overwrite)
+        if not 0 <= value < 1:
+            raise UsageError(f"--{name}: {name} must be in [0, 1), got {value}")
+    if read_bundle(model).get("loader"):
+        raise UsageError(f"{model} is already compressed; start from a float classification bundle")
+    outputs = [
+        output if i == len(methods) - 1 else output.with_name(f"{output.name}-{m}") for i, m in enumerate(methods)
+    ]
+    if any(o_.resolve() == Path(model).resolve() for o_ in outputs):
+        raise UsageError(f"--output {output} would overwrite the input bundle")
+    for o_ in outputs:
+        check_output(o_, "compress", overwrite)
     return methods, outputs
 
 # %% ../nbs/05_optimization.ipynb #ad8324d7
 def _compared(row: dict, original: dict) -> dict:
     "`row` with its size, speed and accuracy relative to the original's."
-    return row | {"size_x": round(original["size_mb"] / row["size_mb"], 2),
-                  "speedup_b1": round(original["latency_ms_b1"] / row["latency_ms_b1"], 2),
-                  "speedup_b32": round(original["latency_ms_b32"] / row["latency_ms_b32"], 2),
-                  "accuracy_delta": round(row["accuracy"] - original["accuracy"], 5)}
+    return row | {
+        "size_x": round(original["size_mb"] / row["size_mb"], 2),
+        "speedup_b1": round(original["latency_ms_b1"] / row["latency_ms_b1"], 2),
+        "speedup_b32": round(original["latency_ms_b32"] / row["latency_ms_b32"], 2),
+        "accuracy_delta": round(row["accuracy"] - original["accuracy"], 5),
+    }
 
 # %% ../nbs/05_optimization.ipynb #0e8d6792
-def compress(model: str, method: str, eval_data: str, output: str, train_data: str | None = None,
-             val_data: str | None = None, sparsity: float | None = None, structured: float = 0.0,
-             layers: int | None = None, temperature: float = 2.0, alpha: float = 0.5, epochs: int = 1,
-             lr: float | None = None, batch_size: int = 32, smooth: float = 0.0, calibration_data: str | None = None,
-             text_columns: list[str] | None = None, label_column: str | None = None, skip_bad: bool = False,
-             latency_examples: int = 256, seed: int = 0, progress_bar: bool = False, overwrite: bool = False,
-             report=print) -> list[dict]:
+def compress(
+    model: str,
+    method: str,
+    eval_data: str,
+    output: str,
+    train_data: str | None = None,
+    val_data: str | None = None,
+    sparsity: float | None = None,
+    structured: float = 0.0,
+    layers: int | None = None,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    epochs: int = 1,
+    lr: float | None = None,
+    batch_size: int = 32,
+    smooth: float = 0.0,
+    calibration_data: str | None = None,
+    text_columns: list[str] | None = None,
+    label_column: str | None = None,
+    skip_bad: bool = False,
+    latency_examples: int = 256,
+    seed: int = 0,
+    progress_bar: bool = False,
+    overwrite: bool = False,
+    report=print,
+) -> list[dict]:
     """Compress the classification bundle `model` and measure it: one row per variant (the original, then each method's
     result), each with parameters, weight-file size, CPU latency per example at batch 1 and 32, accuracy and macro-F1 on
     `eval_data`, all measured in this run. Methods chain left to right (`distill,int8`); the last one's bundle is `output`,
@@ -521,9 +725,28 @@ def compress(model: str, method: str, eval_data: str, output: str, train_data: s
         report: called with each row as soon as it is measured
     """
     import lightning as L
-    if sparsity is None: sparsity = 0.0 if structured else 0.5
-    opts = CompressOptions(train_data, val_data, eval_data, sparsity, structured, layers, temperature, alpha, epochs, lr,
-                           batch_size, smooth, calibration_data, progress_bar, text_columns, label_column, skip_bad)
+
+    if sparsity is None:
+        sparsity = 0.0 if structured else 0.5
+    opts = CompressOptions(
+        train_data,
+        val_data,
+        eval_data,
+        sparsity,
+        structured,
+        layers,
+        temperature,
+        alpha,
+        epochs,
+        lr,
+        batch_size,
+        smooth,
+        calibration_data,
+        progress_bar,
+        text_columns,
+        label_column,
+        skip_bad,
+    )
     methods, outputs = _plan(model, method, Path(output), opts, overwrite)
     rows = [measure(model, eval_data, "original", latency_examples, **opts.reading())]
     report(rows[0])
@@ -534,14 +757,20 @@ def compress(model: str, method: str, eval_data: str, output: str, train_data: s
             extra = METHODS[m](current, out, read_bundle(current), opts, work)
         variant = f"{rows[-1]['variant']}+{m}" if i else m
         row = _compared(measure(out, eval_data, variant, latency_examples, **opts.reading()) | extra, rows[0])
-        rows.append(row); report(row)
+        rows.append(row)
+        report(row)
         current = out
     return rows
 
 # %% ../nbs/05_optimization.ipynb #6e7f085c
 def cli_compress(argv: list[str] | None = None) -> int:
     "Compress a classification bundle (int8, prune, distill, or a chain) and print one JSON line per variant, measured in this run."
-    args = parse_command(compress, argv, "llmstart compress",
-                        "Compress a classification bundle; prints one JSON line per variant, the original first.", skip=["report"])
+    args = parse_command(
+        compress,
+        argv,
+        "llmstart compress",
+        "Compress a classification bundle; prints one JSON line per variant, the original first.",
+        skip=["report"],
+    )
     compress(**args, report=lambda row: print(json.dumps(row), flush=True))
     return 0

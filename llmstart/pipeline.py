@@ -19,7 +19,16 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from .core import UsageError, output_folder, parse_command
-from .data import (data_options, label_names, labelled_examples, load_classification, load_corpus, resolve_source, split_documents, text_columns_of)
+from llmstart.data import (
+    data_options,
+    label_names,
+    labelled_examples,
+    load_classification,
+    load_corpus,
+    resolve_source,
+    split_documents,
+    text_columns_of,
+)
 from .deployment import Client, ServerProcess, export_onnx, load_backend, port_in_use
 from .embeddings import tokenizer_stats, train_tokenizer
 from .finetuning import SequenceClassifier, predict
@@ -58,6 +67,7 @@ class PipelineConfig:
         skip_bad: skip bad rows of the labelled files and count them, instead of stopping at the first
         needs_gpu: refuse to start without a GPU (the real scale would take days on a CPU)
     """
+
     recipe: str = "tiny-mlm"
     tokenizer_kind: str = "wordpiece"
     vocab_size: int = 4000
@@ -78,12 +88,21 @@ class PipelineConfig:
         "How the labelled files are read: the data options every command takes (`data_options`)."
         return {"text_columns": self.text_columns, "label_column": self.label_column, "skip_bad": self.skip_bad}
 
+
 SCALES = {
     "tiny": PipelineConfig(),
-    "real": PipelineConfig(recipe="gpu-bert-small", vocab_size=30522, pretrain_steps=20_000,
-                           train_data="stanfordnlp/snli:train", val_data="stanfordnlp/snli:validation",
-                           test_data="stanfordnlp/snli:test", finetune_epochs=1, finetune_lr=1e-4, batch_size=64,
-                           needs_gpu=True),
+    "real": PipelineConfig(
+        recipe="gpu-bert-small",
+        vocab_size=30522,
+        pretrain_steps=20_000,
+        train_data="stanfordnlp/snli:train",
+        val_data="stanfordnlp/snli:validation",
+        test_data="stanfordnlp/snli:test",
+        finetune_epochs=1,
+        finetune_lr=1e-4,
+        batch_size=64,
+        needs_gpu=True,
+    ),
 }
 
 # %% ../nbs/08_pipeline.ipynb #7daf9f9a
@@ -92,27 +111,37 @@ def _recipe(name: str) -> dict:
     path = Path(name) if Path(name).is_file() else recipe_config(name)
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
+
 def recipe_corpus(recipe: dict):
     "The (train, held-out) documents of a recipe's corpus, split the way its `LanguageModelingDataModule` splits them."
     d = recipe["data"].get("init_args", {})
-    load = lambda split: load_corpus(d.get("source", "sample:corpus"), by=d.get("by", "line"),
-                                     text_column=d.get("text_column", "text"), split=split, name=d.get("name"))
-    if d.get("val_split"): return load(d.get("split")), load(d["val_split"])
+    load = lambda split: load_corpus(
+        d.get("source", "sample:corpus"),
+        by=d.get("by", "line"),
+        text_column=d.get("text_column", "text"),
+        split=split,
+        name=d.get("name"),
+    )
+    if d.get("val_split"):
+        return load(d.get("split")), load(d["val_split"])
     return split_documents(load(d.get("split")), d.get("val_fraction", 0.1), d.get("seed", 0))
 
 # %% ../nbs/08_pipeline.ipynb #3389e98f
 def local_pairs(spec: str, folder: str | Path) -> str:
     """A labelled source as a file the stages read: a file or bundled sample as it is; a hub data set
     (`id` or `id:split`, default split train) written to `folder` as JSON lines with label names."""
-    if spec.startswith("sample:") or Path(spec).exists(): return spec
+    if spec.startswith("sample:") or Path(spec).exists():
+        return spec
     source, _, split = spec.partition(":")
-    if resolve_source(source)[0] == "file": return spec
+    if resolve_source(source)[0] == "file":
+        return spec
     ds = load_classification(source, split=split or "train")
     names, cols = ds.features["label"].names, text_columns_of(ds)
     path = Path(folder) / f"{source.replace('/', '_')}_{split or 'train'}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
-        for r in ds: f.write(json.dumps({**{c: r[c] for c in cols}, "label": names[r["label"]]}) + "\n")
+        for r in ds:
+            f.write(json.dumps({**{c: r[c] for c in cols}, "label": names[r["label"]]}) + "\n")
     return str(path)
 
 # %% ../nbs/08_pipeline.ipynb #318b94d0
@@ -122,55 +151,81 @@ def check_labelled(files: dict, reading: dict | None = None) -> None:
     reading = reading or {}
     names = label_names(load_classification(files["train"], **reading))
     for key in ("val", "test"):
-        if files.get(key): load_classification(files[key], labels=names, **reading)
+        if files.get(key):
+            load_classification(files[key], labels=names, **reading)
 
 # %% ../nbs/08_pipeline.ipynb #2c5e0184
 class Progress:
     "Which stage is running: a live `rich` display in a terminal, one line per event elsewhere (logs, CI, notebooks)."
+
     def __init__(self, stages: list[str], live: bool | None = None, file=None):
         from rich.console import Console
-        self.stages, self.file = list(stages), file   # None: sys.stderr at the time of printing
+
+        self.stages, self.file = list(stages), file  # None: sys.stderr at the time of printing
         console = Console(file=file or sys.stderr)
         self.live = None
         if live if live is not None else (console.is_terminal and not console.is_jupyter):
             from rich import progress as rp
-            self.live = rp.Progress(rp.SpinnerColumn(finished_text="[green]✓[/]"), rp.TextColumn("{task.description}"),
-                                    rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn(), console=console)
+
+            self.live = rp.Progress(
+                rp.SpinnerColumn(finished_text="[green]✓[/]"),
+                rp.TextColumn("{task.description}"),
+                rp.BarColumn(),
+                rp.MofNCompleteColumn(),
+                rp.TimeElapsedColumn(),
+                console=console,
+            )
         self.task = None
 
     def __enter__(self):
-        if self.live: self.live.start()
+        if self.live:
+            self.live.start()
         return self
 
     def __exit__(self, *exc):
-        if self.live: self.live.stop()
+        if self.live:
+            self.live.stop()
 
-    def label(self, stage: str) -> str: return f"[{self.stages.index(stage) + 1}/{len(self.stages)}] {stage:<9}"
+    def label(self, stage: str) -> str:
+        return f"[{self.stages.index(stage) + 1}/{len(self.stages)}] {stage:<9}"
 
     def start(self, stage: str, what: str):
         self.t0 = time.perf_counter()
-        if self.live: self.task = self.live.add_task(f"{self.label(stage)} {what}", total=None)
-        else: print(f"{self.label(stage)} {what} ...", file=self.file or sys.stderr, flush=True)
+        if self.live:
+            self.task = self.live.add_task(f"{self.label(stage)} {what}", total=None)
+        else:
+            print(f"{self.label(stage)} {what} ...", file=self.file or sys.stderr, flush=True)
 
     def steps(self, done: int, total: int | float | None):
         "Training progress of the running stage."
-        if self.live and self.task is not None: self.live.update(self.task, completed=done, total=total)
+        if self.live and self.task is not None:
+            self.live.update(self.task, completed=done, total=total)
 
     def finish(self, stage: str, summary: str, failed: bool = False):
         seconds = time.perf_counter() - self.t0
         what = f"failed after {seconds:.1f} s: {summary}" if failed else summary
         if self.live:
             total = self.live.tasks[-1].total or 1
-            self.live.update(self.task, description=f"{self.label(stage)} {'[red]' if failed else ''}{what}",
-                             completed=0 if failed else total, total=total)
+            self.live.update(
+                self.task,
+                description=f"{self.label(stage)} {'[red]' if failed else ''}{what}",
+                completed=0 if failed else total,
+                total=total,
+            )
         else:
-            print(f"{self.label(stage)} {what}" if failed else f"{self.label(stage)} done in {seconds:.1f} s: {what}",
-                  file=self.file or sys.stderr, flush=True)
+            print(
+                f"{self.label(stage)} {what}" if failed else f"{self.label(stage)} done in {seconds:.1f} s: {what}",
+                file=self.file or sys.stderr,
+                flush=True,
+            )
 
 # %% ../nbs/08_pipeline.ipynb #d1b9631d
 class StepProgress(Callback):
     "A Lightning callback that reports optimizer steps to a `Progress`."
-    def __init__(self, progress: Progress): self.progress = progress
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
     def on_train_batch_end(self, trainer, *args):
         self.progress.steps(trainer.global_step, trainer.estimated_stepping_batches)
 
@@ -180,26 +235,34 @@ def quiet_libraries():
     "Lightning's start-up messages, the loaders' progress bars and load reports off (warnings still show); restored after."
     import datasets
     from transformers.utils import logging as hf_logging
+
     names = ("lightning.pytorch", "lightning.fabric", "lightning", "torch.onnx", "transformers")
     saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in names]
     bars = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    for logger, _ in saved: logger.setLevel(logging.ERROR)
-    datasets.disable_progress_bars(); hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
             yield
     finally:
-        for logger, level in saved: logger.setLevel(level)
-        if bars[0]: datasets.enable_progress_bars()
-        if bars[1]: hf_logging.enable_progress_bar()
+        for logger, level in saved:
+            logger.setLevel(level)
+        if bars[0]:
+            datasets.enable_progress_bars()
+        if bars[1]:
+            hf_logging.enable_progress_bar()
         hf_logging.set_verbosity(bars[2])
 
 # %% ../nbs/08_pipeline.ipynb #96a5b70a
 @dataclass
 class StageResult:
     "One row of the pipeline's report."
+
     stage: str
     result: str
     size_mb: float | None = None
@@ -212,6 +275,7 @@ class StageResult:
 @dataclass
 class PipelineRun:
     "The state the stages share: the configuration, the run's folder, the recipe, the data files, the results so far."
+
     config: PipelineConfig
     out: Path
     progress: Progress
@@ -220,16 +284,20 @@ class PipelineRun:
     results: dict = field(default_factory=dict)
     port: int | None = None
 
-    def path(self, *parts) -> Path: return self.out.joinpath(*parts)
+    def path(self, *parts) -> Path:
+        return self.out.joinpath(*parts)
 
 # %% ../nbs/08_pipeline.ipynb #c8b0eab8
 STAGES: dict[str, tuple] = {}
 
+
 def stage(name: str, what: str):
     "Register the decorated function as the stage `name`; `what` (formatted with the config's fields) is its progress line."
+
     def register(fn):
         STAGES[name] = (fn, what)
         return fn
+
     return register
 
 # %% ../nbs/08_pipeline.ipynb #7d1c334c
@@ -239,7 +307,8 @@ def run_stage(run: PipelineRun, name: str) -> StageResult:
     run.progress.start(name, what.format(**asdict(run.config)))
     t0 = time.perf_counter()
     try:
-        with quiet_libraries(): result = fn(run)
+        with quiet_libraries():
+            result = fn(run)
     except BaseException as e:
         run.progress.finish(name, f"{type(e).__name__}: {e}"[:300], failed=True)
         raise
@@ -258,10 +327,20 @@ def tokenizer_stage(run: PipelineRun) -> StageResult:
     folder = run.path("tokenizer")
     tok.save_pretrained(folder)
     s = tokenizer_stats(tok, held["text"])
-    return StageResult("tokenizer", f"{cfg.tokenizer_kind}, {len(tok):,} pieces: {s['tokens_per_word']:.2f} tokens per "
-                       f"held-out word, {s['unk_rate']:.1%} unknown", sum(f.stat().st_size for f in folder.iterdir()) / 1e6,
-                       artefact=str(folder), metrics={"vocab_size": len(tok), "tokens_per_word": round(s["tokens_per_word"], 4),
-                       "unk_rate": round(s["unk_rate"], 5), "train_documents": train.num_rows, "held_out_documents": held.num_rows})
+    return StageResult(
+        "tokenizer",
+        f"{cfg.tokenizer_kind}, {len(tok):,} pieces: {s['tokens_per_word']:.2f} tokens per "
+        f"held-out word, {s['unk_rate']:.1%} unknown",
+        sum(f.stat().st_size for f in folder.iterdir()) / 1e6,
+        artefact=str(folder),
+        metrics={
+            "vocab_size": len(tok),
+            "tokens_per_word": round(s["tokens_per_word"], 4),
+            "unk_rate": round(s["unk_rate"], 5),
+            "train_documents": train.num_rows,
+            "held_out_documents": held.num_rows,
+        },
+    )
 
 # %% ../nbs/08_pipeline.ipynb #4123bec7
 def _build(spec: dict, **extra):
@@ -269,26 +348,40 @@ def _build(spec: dict, **extra):
     module, _, name = spec["class_path"].rpartition(".")
     return getattr(importlib.import_module(module), name)(**{**spec.get("init_args", {}), **extra})
 
+
 @stage("pretrain", "pretrain with the {recipe} recipe")
 def pretrain_stage(run: PipelineRun) -> StageResult:
     "Pretrain the recipe's model with the new tokenizer; write its bundle."
     import lightning as L
+
     cfg, recipe, tok = run.config, run.recipe, str(run.path("tokenizer"))
     L.seed_everything(recipe.get("seed_everything", 0), verbose=False)
     data, model = _build(recipe["data"], tokenizer=tok), _build(recipe["model"], tokenizer=tok)
     t = {k: v for k, v in recipe.get("trainer", {}).items() if k != "output_dir"}
     steps = cfg.pretrain_steps or t.get("max_steps")
     t |= {"max_steps": steps, "val_check_interval": min(t.get("val_check_interval") or steps, steps)}
-    trainer = make_trainer(run.path("pretrain"), **t, progress_bar=False, enable_model_summary=False, logger="csv",
-                           callbacks=[StepProgress(run.progress)])
+    trainer = make_trainer(
+        run.path("pretrain"),
+        **t,
+        progress_bar=False,
+        enable_model_summary=False,
+        logger="csv",
+        callbacks=[StepProgress(run.progress)],
+    )
     fit(trainer, model, data, resume=False)
     ppl = float(trainer.callback_metrics["val_ppl"])
-    bundle = model.save_bundle(run.path("pretrain", "bundle"), metrics={"val_ppl": round(ppl, 3)}, steps=trainer.global_step)
+    bundle = model.save_bundle(
+        run.path("pretrain", "bundle"), metrics={"val_ppl": round(ppl, 3)}, steps=trainer.global_step
+    )
     n = sum(p.numel() for p in model.model.parameters())
-    return StageResult("pretrain", f"{type(model).__name__}, {n / 1e6:.1f}M parameters, {trainer.global_step:,} steps: "
-                       f"validation perplexity {ppl:,.1f} (uniform guessing: {len(model.tokenizer):,})", weights_mb(bundle),
-                       artefact=str(bundle), metrics={"val_perplexity": round(ppl, 3), "steps": trainer.global_step,
-                                                      "parameters": n})
+    return StageResult(
+        "pretrain",
+        f"{type(model).__name__}, {n / 1e6:.1f}M parameters, {trainer.global_step:,} steps: "
+        f"validation perplexity {ppl:,.1f} (uniform guessing: {len(model.tokenizer):,})",
+        weights_mb(bundle),
+        artefact=str(bundle),
+        metrics={"val_perplexity": round(ppl, 3), "steps": trainer.global_step, "parameters": n},
+    )
 
 # %% ../nbs/08_pipeline.ipynb #7fe85f70
 @stage("finetune", "fine-tune for NLI on {train_data}")
@@ -296,24 +389,53 @@ def finetune_stage(run: PipelineRun) -> StageResult:
     "Fine-tune the pretrained bundle on the labelled pairs; measure it on the test pairs."
     import lightning as L
     from llmstart.data import ClassificationDataModule
+
     cfg, backbone = run.config, str(run.path("pretrain", "bundle"))
     L.seed_everything(0, verbose=False)
-    data = ClassificationDataModule(run.files["train"], run.files["val"], tokenizer=backbone, batch_size=cfg.batch_size,
-                                    max_length=cfg.max_length, **cfg.reading())
+    data = ClassificationDataModule(
+        run.files["train"],
+        run.files["val"],
+        tokenizer=backbone,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        **cfg.reading(),
+    )
     clf = SequenceClassifier(backbone, lr=cfg.finetune_lr, warmup=0.1)
-    trainer = make_trainer(run.path("finetune"), max_epochs=cfg.finetune_epochs, progress_bar=False, monitor=None,
-                           enable_model_summary=False, logger="csv", callbacks=[StepProgress(run.progress)])
+    trainer = make_trainer(
+        run.path("finetune"),
+        max_epochs=cfg.finetune_epochs,
+        progress_bar=False,
+        monitor=None,
+        enable_model_summary=False,
+        logger="csv",
+        callbacks=[StepProgress(run.progress)],
+    )
     fit(trainer, clf, data, resume=False)
     val_acc = float(trainer.callback_metrics["val_accuracy"])
-    bundle = clf.save_bundle(run.path("finetune", "bundle"), data.tokenizer, metrics={"val_accuracy": round(val_acc, 5)},
-                             steps=trainer.global_step)
+    bundle = clf.save_bundle(
+        run.path("finetune", "bundle"),
+        data.tokenizer,
+        metrics={"val_accuracy": round(val_acc, 5)},
+        steps=trainer.global_step,
+    )
     m = measure(bundle, run.files["test"], "float", **cfg.reading())
-    return StageResult("finetune", f"{cfg.finetune_epochs} epochs on {data.train_ds.num_rows:,} pairs: test accuracy "
-                       f"{m['accuracy']:.3f} on {m['n']:,} (chance {1 / len(clf.label_names):.3f})", m["size_mb"],
-                       m["latency_ms_b32"], artefact=str(bundle),
-                       metrics={"test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], "test_pairs": m["n"],
-                                "val_accuracy": round(val_acc, 5), "steps": trainer.global_step,
-                                "latency_ms_b1": m["latency_ms_b1"], "latency_ms_b32": m["latency_ms_b32"]})
+    return StageResult(
+        "finetune",
+        f"{cfg.finetune_epochs} epochs on {data.train_ds.num_rows:,} pairs: test accuracy "
+        f"{m['accuracy']:.3f} on {m['n']:,} (chance {1 / len(clf.label_names):.3f})",
+        m["size_mb"],
+        m["latency_ms_b32"],
+        artefact=str(bundle),
+        metrics={
+            "test_accuracy": m["accuracy"],
+            "test_macro_f1": m["macro_f1"],
+            "test_pairs": m["n"],
+            "val_accuracy": round(val_acc, 5),
+            "steps": trainer.global_step,
+            "latency_ms_b1": m["latency_ms_b1"],
+            "latency_ms_b32": m["latency_ms_b32"],
+        },
+    )
 
 # %% ../nbs/08_pipeline.ipynb #64c0e493
 def agreement(a, b, data: str, **reading) -> float:
@@ -326,27 +448,54 @@ def agreement(a, b, data: str, **reading) -> float:
 def compress_stage(run: PipelineRun) -> StageResult:
     "Quantize the fine-tuned bundle to int8 (weights and activations); compare it with the float model on the test pairs."
     src, out = run.path("finetune", "bundle"), run.path("int8")
-    original, q = compress(str(src), "int8", eval_data=run.files["test"], output=str(out), report=lambda row: None,
-                           **run.config.reading())
+    original, q = compress(
+        str(src), "int8", eval_data=run.files["test"], output=str(out), report=lambda row: None, **run.config.reading()
+    )
     same = agreement(src, out, run.files["test"], **run.config.reading())
-    return StageResult("compress", f"int8: {q['size_x']:.1f}x smaller, {q['speedup_b32']:.1f}x faster at batch 32, test "
-                       f"accuracy {q['accuracy']:.3f} ({q['accuracy_delta']:+.3f}), same answer as float on {same:.1%}",
-                       q["size_mb"], q["latency_ms_b32"], artefact=str(out),
-                       metrics={k: q[k] for k in ("accuracy", "accuracy_delta", "size_x", "speedup_b1", "speedup_b32",
-                                                  "latency_ms_b1", "latency_ms_b32")} | {"agreement": round(same, 5)})
+    return StageResult(
+        "compress",
+        f"int8: {q['size_x']:.1f}x smaller, {q['speedup_b32']:.1f}x faster at batch 32, test "
+        f"accuracy {q['accuracy']:.3f} ({q['accuracy_delta']:+.3f}), same answer as float on {same:.1%}",
+        q["size_mb"],
+        q["latency_ms_b32"],
+        artefact=str(out),
+        metrics={
+            k: q[k]
+            for k in (
+                "accuracy",
+                "accuracy_delta",
+                "size_x",
+                "speedup_b1",
+                "speedup_b32",
+                "latency_ms_b1",
+                "latency_ms_b32",
+            )
+        }
+        | {"agreement": round(same, 5)},
+    )
 
 # %% ../nbs/08_pipeline.ipynb #eab389f5
 @stage("export", "ONNX export with the parity check")
 def export_stage(run: PipelineRun) -> StageResult:
     "Export the fine-tuned float bundle to ONNX with the parity check; time ONNX Runtime on the test pairs."
-    r = export_onnx(str(run.path("finetune", "bundle")), str(run.path("onnx")), parity_data=run.files["test"],
-                    **run.config.reading())
+    r = export_onnx(
+        str(run.path("finetune", "bundle")),
+        str(run.path("onnx")),
+        parity_data=run.files["test"],
+        **run.config.reading(),
+    )
     backend = load_backend(run.path("onnx"), "onnx")
     test = labelled_examples(run.files["test"], n=256, **data_options(backend.info, **run.config.reading()))
     ms = backend_latency_ms(backend, test)
-    return StageResult("export", f"ONNX, opset 18: largest logit difference from PyTorch {r['parity_max_abs_diff']:.1e} on "
-                       f"{r['parity_examples']} test pairs", r["onnx_mb"], round(ms, 3), artefact=r["onnx"],
-                       metrics={"parity_max_abs_diff": r["parity_max_abs_diff"], "latency_ms_b32": round(ms, 3)})
+    return StageResult(
+        "export",
+        f"ONNX, opset 18: largest logit difference from PyTorch {r['parity_max_abs_diff']:.1e} on "
+        f"{r['parity_examples']} test pairs",
+        r["onnx_mb"],
+        round(ms, 3),
+        artefact=r["onnx"],
+        metrics={"parity_max_abs_diff": r["parity_max_abs_diff"], "latency_ms_b32": round(ms, 3)},
+    )
 
 # %% ../nbs/08_pipeline.ipynb #8c8feffc
 @stage("serve", "serve the int8 model, ask it, stop it")
@@ -363,19 +512,35 @@ def serve_stage(run: PipelineRun) -> StageResult:
         answer = client.predict(pair)[0]
         ms = (time.perf_counter() - t1) * 1000
     local = predict(bundle, pair)[0]
-    if answer["label"] != local["label"] or any(abs(answer["probabilities"][k] - v) > 1e-3 for k, v in local["probabilities"].items()):
+    if answer["label"] != local["label"] or any(
+        abs(answer["probabilities"][k] - v) > 1e-3 for k, v in local["probabilities"].items()
+    ):
         raise RuntimeError(f"the server answered {answer}, but predict gives {local}")
-    if port_in_use(server.port): raise RuntimeError(f"port {server.port} is still in use after the server stopped")
-    return StageResult("serve", f"{server.url} answered {answer['label']!r} ({answer['probabilities'][answer['label']]:.2f}), as "
-                       f"predict does; up in {startup:.1f} s, stopped with exit code {server.proc.returncode}", None,
-                       round(ms, 1), artefact=server.url,
-                       metrics={"label": answer["label"], "startup_seconds": round(startup, 2), "request_ms": round(ms, 1),
-                                "exit_code": server.proc.returncode, "port_free": True})
+    if port_in_use(server.port):
+        raise RuntimeError(f"port {server.port} is still in use after the server stopped")
+    return StageResult(
+        "serve",
+        f"{server.url} answered {answer['label']!r} ({answer['probabilities'][answer['label']]:.2f}), as "
+        f"predict does; up in {startup:.1f} s, stopped with exit code {server.proc.returncode}",
+        None,
+        round(ms, 1),
+        artefact=server.url,
+        metrics={
+            "label": answer["label"],
+            "startup_seconds": round(startup, 2),
+            "request_ms": round(ms, 1),
+            "exit_code": server.proc.returncode,
+            "port_free": True,
+        },
+    )
 
 # %% ../nbs/08_pipeline.ipynb #d87d1708
 REPORT_COLUMNS = ("stage", "result", "size (MB)", "ms/example", "time (s)", "artefact")
 
-def _fmt(x: float | None) -> str: return "" if x is None else f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
 
 def report_rows(results: list[StageResult]) -> list[list[str]]:
     "The report as rows of text under `REPORT_COLUMNS` (numbers to three significant digits)."
@@ -385,44 +550,69 @@ def report_rows(results: list[StageResult]) -> list[list[str]]:
 def report_markdown(results: list[StageResult]) -> str:
     "The report as a Markdown table."
     lines = ["| " + " | ".join(REPORT_COLUMNS) + " |", "|" + "---|" * len(REPORT_COLUMNS)]
-    return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in report_rows(results)])
+    return "\n".join(
+        lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in report_rows(results)]
+    )
 
 # %% ../nbs/08_pipeline.ipynb #4f618e66
 def write_report(run: PipelineRun, scale: str, seconds: float, error: str | None = None) -> dict:
     """Write `report.json` (status, configuration, every metric) and `report.md` (the table) into the run's folder; a
     failed run (`error`) keeps the rows of the stages that finished."""
     results = list(run.results.values())
-    report = {"status": "failed" if error else "completed", **({"error": error} if error else {}), "scale": scale,
-              "config": asdict(run.config), "seconds": round(seconds, 1), "stages": [asdict(r) for r in results]}
+    report = {
+        "status": "failed" if error else "completed",
+        **({"error": error} if error else {}),
+        "scale": scale,
+        "config": asdict(run.config),
+        "seconds": round(seconds, 1),
+        "stages": [asdict(r) for r in results],
+    }
     (run.out / "report.json").write_text(json.dumps(report, indent=1))
     (run.out / "report.md").write_text(report_markdown(results) + "\n")
     return report
 
 # %% ../nbs/08_pipeline.ipynb #8ac9a39f
-def run_pipeline(scale: str = "tiny", output: str | Path = "runs/pipeline", config: PipelineConfig | None = None,
-                 port: int | None = None, live: bool | None = None, overwrite: bool = False) -> list[StageResult]:
+def run_pipeline(
+    scale: str = "tiny",
+    output: str | Path = "runs/pipeline",
+    config: PipelineConfig | None = None,
+    port: int | None = None,
+    live: bool | None = None,
+    overwrite: bool = False,
+) -> list[StageResult]:
     """Run every stage at `scale` ('tiny' or 'real'; `config` overrides its preset), writing into `output` (an earlier
     pipeline run there is replaced; other files are refused, or kept with `overwrite`); returns the report rows.
     `live`: force the live display on or off (default: on in a terminal)."""
     import torch
-    if scale not in SCALES: raise UsageError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+
+    if scale not in SCALES:
+        raise UsageError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     cfg = config or SCALES[scale]
     if cfg.needs_gpu and not torch.cuda.is_available():
-        raise UsageError(f"--scale {scale} pretrains {cfg.recipe} for {cfg.pretrain_steps:,} steps and needs a GPU, and none "
-                         "is visible; run --scale tiny here, or this command on a GPU machine (Colab: Runtime > GPU)")
+        raise UsageError(
+            f"--scale {scale} pretrains {cfg.recipe} for {cfg.pretrain_steps:,} steps and needs a GPU, and none "
+            "is visible; run --scale tiny here, or this command on a GPU machine (Colab: Runtime > GPU)"
+        )
     out, t0 = Path(output), time.perf_counter()
     with output_folder(out, "pipeline", overwrite):
         (out / "report.json").write_text(json.dumps({"status": "running"}))
         return _run_stages(out, scale, cfg, port, live, t0)
 
-def _run_stages(out: Path, scale: str, cfg: PipelineConfig, port: int | None, live: bool | None, t0: float) -> list[StageResult]:
+
+def _run_stages(
+    out: Path, scale: str, cfg: PipelineConfig, port: int | None, live: bool | None, t0: float
+) -> list[StageResult]:
     with Progress(list(STAGES), live=live) as progress:
         run = PipelineRun(cfg, out, progress, recipe=_recipe(cfg.recipe), port=port)
         try:
-            run.files = {"train": local_pairs(cfg.train_data, out / "data"), "test": local_pairs(cfg.test_data, out / "data"),
-                         "val": local_pairs(cfg.val_data, out / "data") if cfg.val_data else None}
-            check_labelled(run.files, run.config.reading())   # bad rows stop the run now, not after pretraining
-            for name in STAGES: run_stage(run, name)
+            run.files = {
+                "train": local_pairs(cfg.train_data, out / "data"),
+                "test": local_pairs(cfg.test_data, out / "data"),
+                "val": local_pairs(cfg.val_data, out / "data") if cfg.val_data else None,
+            }
+            check_labelled(run.files, run.config.reading())  # bad rows stop the run now, not after pretraining
+            for name in STAGES:
+                run_stage(run, name)
         except BaseException as e:
             write_report(run, scale, time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
             raise
@@ -430,10 +620,21 @@ def _run_stages(out: Path, scale: str, cfg: PipelineConfig, port: int | None, li
     return list(run.results.values())
 
 # %% ../nbs/08_pipeline.ipynb #2961f75e
-def pipeline(scale: str = "tiny", output: str = "runs/pipeline", recipe: str | None = None, train_data: str | None = None,
-             val_data: str | None = None, test_data: str | None = None, pretrain_steps: int | None = None,
-             finetune_epochs: int | None = None, text_columns: list[str] | None = None, label_column: str | None = None,
-             skip_bad: bool = False, port: int | None = None, overwrite: bool = False) -> list[StageResult]:
+def pipeline(
+    scale: str = "tiny",
+    output: str = "runs/pipeline",
+    recipe: str | None = None,
+    train_data: str | None = None,
+    val_data: str | None = None,
+    test_data: str | None = None,
+    pretrain_steps: int | None = None,
+    finetune_epochs: int | None = None,
+    text_columns: list[str] | None = None,
+    label_column: str | None = None,
+    skip_bad: bool = False,
+    port: int | None = None,
+    overwrite: bool = False,
+) -> list[StageResult]:
     """Run the whole path: tokenizer, pretraining, fine-tuning, int8 compression, ONNX export, serving.
 
     Args:
@@ -451,12 +652,22 @@ def pipeline(scale: str = "tiny", output: str = "runs/pipeline", recipe: str | N
         port: the server's port (default: a free one)
         overwrite: write into an --output folder that holds other files (they are kept)
     """
-    if scale not in SCALES: raise UsageError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if scale not in SCALES:
+        raise UsageError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     for name, value in [("pretrain_steps", pretrain_steps), ("finetune_epochs", finetune_epochs)]:
-        if value is not None and value < 1: raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    given = {"recipe": recipe, "train_data": train_data, "val_data": val_data, "test_data": test_data,
-             "pretrain_steps": pretrain_steps, "finetune_epochs": finetune_epochs, "text_columns": text_columns,
-             "label_column": label_column, "skip_bad": skip_bad or None}
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    given = {
+        "recipe": recipe,
+        "train_data": train_data,
+        "val_data": val_data,
+        "test_data": test_data,
+        "pretrain_steps": pretrain_steps,
+        "finetune_epochs": finetune_epochs,
+        "text_columns": text_columns,
+        "label_column": label_column,
+        "skip_bad": skip_bad or None,
+    }
     cfg = replace(SCALES[scale], **{k: v for k, v in given.items() if v is not None})
     return run_pipeline(scale, output, cfg, port, overwrite=overwrite)
 
@@ -465,9 +676,12 @@ def print_report(results: list[StageResult], output: str | Path, file=None) -> N
     "The report as a `rich` table (plain text when not a terminal), then where it was saved."
     from rich.console import Console
     from rich.table import Table
+
     table = Table(title="llmstart pipeline", show_lines=False)
-    for c in REPORT_COLUMNS: table.add_column(c, justify="right" if c[0] in "stm" and c != "stage" else "left", overflow="fold")
-    for row in report_rows(results): table.add_row(*row)
+    for c in REPORT_COLUMNS:
+        table.add_column(c, justify="right" if c[0] in "stm" and c != "stage" else "left", overflow="fold")
+    for row in report_rows(results):
+        table.add_row(*row)
     console = Console(file=file or sys.stdout, width=200 if not (file or sys.stdout).isatty() else None)
     console.print(table)
     console.print(f"report: {Path(output) / 'report.json'} and report.md", highlight=False)
@@ -475,7 +689,12 @@ def print_report(results: list[StageResult], output: str | Path, file=None) -> N
 # %% ../nbs/08_pipeline.ipynb #94d7c63f
 def cli_pipeline(argv: list[str] | None = None) -> int:
     "Run the whole path -- tokenizer, pretraining, fine-tuning, int8, ONNX export, serving -- and print a measured report."
-    args = parse_command(pipeline, argv, "llmstart pipeline", "Run the whole path on the bundled data (tiny) or hub data on a "
-                        "GPU (real), and print a report of every stage, measured in this run.")
+    args = parse_command(
+        pipeline,
+        argv,
+        "llmstart pipeline",
+        "Run the whole path on the bundled data (tiny) or hub data on a "
+        "GPU (real), and print a report of every stage, measured in this run.",
+    )
     print_report(pipeline(**args), args["output"])
     return 0

@@ -19,12 +19,27 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM,
-                          BertForPreTraining, GPT2Config, GPT2LMHeadModel)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertForPreTraining,
+    GPT2Config,
+    GPT2LMHeadModel,
+)
 
 from .core import DataError, UsageError, output_folder, load_pretrained
-from .data import (DataModule, LanguageModelingDataModule, as_tokenizer, causal_lm_collate, load_corpus, pack_blocks,
-                           split_documents)
+from llmstart.data import (
+    DataModule,
+    LanguageModelingDataModule,
+    as_tokenizer,
+    causal_lm_collate,
+    load_corpus,
+    pack_blocks,
+    split_documents,
+)
 from .embeddings import train_tokenizer
 from .bundle import read_bundle, save_bundle
 from .training import Recipe, TrainingCLI, fit, make_trainer, run_command
@@ -40,16 +55,16 @@ def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     special = set(tokenizer.all_special_ids)
     plain = [t for i, t in enumerate(vocab) if i not in special and t is not None]
-    if any(t.startswith("##") for t in plain):                      # WordPiece
+    if any(t.startswith("##") for t in plain):  # WordPiece
         cont = [t is not None and t.startswith("##") for t in vocab]
         space = [False] * len(vocab)
-    elif any(t.startswith(("Ġ", "▁")) for t in plain):              # byte-level BPE / SentencePiece
+    elif any(t.startswith(("Ġ", "▁")) for t in plain):  # byte-level BPE / SentencePiece
         space = [t is not None and t in ("Ġ", "▁", "Ċ", "ĊĊ", "ĉ") for t in vocab]
         cont = [t is not None and not t.startswith(("Ġ", "▁", "Ċ", "ĉ")) for t in vocab]
-    elif all(len(t) == 1 for t in plain):                           # characters
+    elif all(len(t) == 1 for t in plain):  # characters
         space = [t is not None and t.isspace() for t in vocab]
         cont = [not s for s in space]
-    else:                                                           # whole words
+    else:  # whole words
         cont, space = [False] * len(vocab), [False] * len(vocab)
     space = [s or i in special for i, s in enumerate(space)]
     return torch.tensor(cont), torch.tensor(space)
@@ -57,7 +72,7 @@ def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
 # %% ../nbs/03_pretraining.ipynb #ae0e382d
 def _content_seed(ids: torch.Tensor) -> int:
     "A seed from a sequence's content, so the same example is masked the same way in every validation pass."
-    return int((ids.long() * torch.arange(1, len(ids) + 1)).sum() % (2 ** 31 - 1))
+    return int((ids.long() * torch.arange(1, len(ids) + 1)).sum() % (2**31 - 1))
 
 # %% ../nbs/03_pretraining.ipynb #91a82247
 class MaskedLMCollator:
@@ -65,28 +80,47 @@ class MaskedLMCollator:
     `mlm_probability`, never special or padding tokens; replace `mask_replace` of them by [MASK], `random_replace` by a
     random token, leave the rest; labels are the originals there and -100 elsewhere. `deterministic=True` masks each
     example the same way every time (seeded by its content), for a stable validation loss."""
-    def __init__(self, tokenizer, mlm_probability: float = 0.15, mask_replace: float = 0.8, random_replace: float = 0.1,
-                 whole_word: bool = False, deterministic: bool = False, seed: int = 0):
+
+    def __init__(
+        self,
+        tokenizer,
+        mlm_probability: float = 0.15,
+        mask_replace: float = 0.8,
+        random_replace: float = 0.1,
+        whole_word: bool = False,
+        deterministic: bool = False,
+        seed: int = 0,
+    ):
         if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
             raise ValueError("masked language modelling needs a tokenizer with [MASK] and [PAD] tokens")
         if not 0 < mlm_probability < 1 or mask_replace + random_replace > 1:
             raise ValueError("need 0 < mlm_probability < 1 and mask_replace + random_replace <= 1")
-        self.tokenizer, self.p, self.mask_replace, self.random_replace = tokenizer, mlm_probability, mask_replace, random_replace
+        self.tokenizer, self.p, self.mask_replace, self.random_replace = (
+            tokenizer,
+            mlm_probability,
+            mask_replace,
+            random_replace,
+        )
         self.whole_word, self.deterministic, self.seed = whole_word, deterministic, seed
         self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids))
         self.normal_ids = torch.tensor([i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)])
-        if whole_word: self.continues, self.is_space = _word_tables(tokenizer)
+        if whole_word:
+            self.continues, self.is_space = _word_tables(tokenizer)
 
     def pad(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         "Stack (and right-pad) the examples' fields into tensors."
         ids = [torch.as_tensor(e["input_ids"]) for e in examples]
         T = max(len(x) for x in ids)
         pad = lambda xs, v: torch.stack([F.pad(torch.as_tensor(x), (0, T - len(x)), value=v) for x in xs])
-        batch = {"input_ids": pad(ids, self.tokenizer.pad_token_id),
-                 "attention_mask": pad([e.get("attention_mask", [1] * len(e["input_ids"])) for e in examples], 0)}
-        if "token_type_ids" in examples[0]: batch["token_type_ids"] = pad([e["token_type_ids"] for e in examples], 0)
+        batch = {
+            "input_ids": pad(ids, self.tokenizer.pad_token_id),
+            "attention_mask": pad([e.get("attention_mask", [1] * len(e["input_ids"])) for e in examples], 0),
+        }
+        if "token_type_ids" in examples[0]:
+            batch["token_type_ids"] = pad([e["token_type_ids"] for e in examples], 0)
         for k in examples[0]:
-            if k not in batch: batch[k] = torch.stack([torch.as_tensor(e[k]) for e in examples])
+            if k not in batch:
+                batch[k] = torch.stack([torch.as_tensor(e[k]) for e in examples])
         return batch
 
     def word_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -102,7 +136,7 @@ class MaskedLMCollator:
         never = torch.isin(ids, self.special_ids) | (attention_mask == 0)
         if self.whole_word:
             words = self.word_ids(ids)
-            chosen_words = torch.rand(ids.shape, generator=generator) < self.p     # one draw per word index
+            chosen_words = torch.rand(ids.shape, generator=generator) < self.p  # one draw per word index
             chosen = chosen_words.gather(1, words) & ~never
         else:
             chosen = (torch.rand(ids.shape, generator=generator) < self.p) & ~never
@@ -120,24 +154,40 @@ class MaskedLMCollator:
         if not self.deterministic:
             batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"], batch["attention_mask"])
             return batch
-        rows = [self.mask(batch["input_ids"][i:i + 1], batch["attention_mask"][i:i + 1],
-                          torch.Generator().manual_seed(self.seed + _content_seed(batch["input_ids"][i])))
-                for i in range(len(examples))]
+        rows = [
+            self.mask(
+                batch["input_ids"][i : i + 1],
+                batch["attention_mask"][i : i + 1],
+                torch.Generator().manual_seed(self.seed + _content_seed(batch["input_ids"][i])),
+            )
+            for i in range(len(examples))
+        ]
         batch["input_ids"], batch["labels"] = torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
         return batch
 
 # %% ../nbs/03_pretraining.ipynb #7ad8c1f3
-def masking_stats(batch_input_ids: torch.Tensor, original_ids: torch.Tensor, labels: torch.Tensor, mask_token_id: int,
-                  special_ids: Sequence[int]) -> dict:
+def masking_stats(
+    batch_input_ids: torch.Tensor,
+    original_ids: torch.Tensor,
+    labels: torch.Tensor,
+    mask_token_id: int,
+    special_ids: Sequence[int],
+) -> dict:
     "What a masking did, measured from its tensors: the chosen fraction of maskable tokens, and the split of the chosen ones."
     chosen = labels != -100
     maskable = ~torch.isin(original_ids, torch.tensor(list(special_ids)))
     n = int(chosen.sum())
     as_mask = int((chosen & (batch_input_ids == mask_token_id)).sum())
     unchanged = int((chosen & (batch_input_ids == original_ids)).sum())
-    return {"chosen_fraction": n / int(maskable.sum()), "to_mask": as_mask / n, "to_random": (n - as_mask - unchanged) / n,
-            "unchanged": unchanged / n, "labels_ok": bool((labels[chosen] == original_ids[chosen]).all()),
-            "specials_never_chosen": bool(not (chosen & ~maskable).any()), "chosen": n}
+    return {
+        "chosen_fraction": n / int(maskable.sum()),
+        "to_mask": as_mask / n,
+        "to_random": (n - as_mask - unchanged) / n,
+        "unchanged": unchanged / n,
+        "labels_ok": bool((labels[chosen] == original_ids[chosen]).all()),
+        "specials_never_chosen": bool(not (chosen & ~maskable).any()),
+        "chosen": n,
+    }
 
 # %% ../nbs/03_pretraining.ipynb #923b5764
 class MaskedLM(Recipe):
@@ -158,25 +208,46 @@ class MaskedLM(Recipe):
         pair_task: None, 'nsp' (next-sentence prediction) or 'sop' (sentence-order prediction)
         pair_loss_weight: the weight of the pair loss in the total
     """
+
     log_perplexity = True
     task = "masked-lm"
 
-    def __init__(self, tokenizer: Any = None, pretrained: str | None = None, hidden_size: int = 256, num_layers: int = 4,
-                 num_heads: int = 4, intermediate_size: int | None = None, max_positions: int = 512, dropout: float = 0.1,
-                 mlm_probability: float = 0.15, whole_word_mask: bool = False, pair_task: str | None = None,
-                 pair_loss_weight: float = 1.0, **recipe):
+    def __init__(
+        self,
+        tokenizer: Any = None,
+        pretrained: str | None = None,
+        hidden_size: int = 256,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: int | None = None,
+        max_positions: int = 512,
+        dropout: float = 0.1,
+        mlm_probability: float = 0.15,
+        whole_word_mask: bool = False,
+        pair_task: str | None = None,
+        pair_loss_weight: float = 1.0,
+        **recipe,
+    ):
         super().__init__(**recipe)
         self.save_hyperparameters(ignore=["tokenizer"])
-        if pair_task not in (None, "nsp", "sop"): raise ValueError(f"pair_task must be None, 'nsp' or 'sop', got {pair_task!r}")
+        if pair_task not in (None, "nsp", "sop"):
+            raise ValueError(f"pair_task must be None, 'nsp' or 'sop', got {pair_task!r}")
         self.tokenizer = as_tokenizer(tokenizer)
         cls = BertForPreTraining if pair_task else BertForMaskedLM
-        if pretrained:   # a pair task needs BERT's pair head; masked LM alone works with any masked-LM checkpoint
+        if pretrained:  # a pair task needs BERT's pair head; masked LM alone works with any masked-LM checkpoint
             self.model = load_pretrained(cls if pair_task else AutoModelForMaskedLM, pretrained)
         else:
-            config = BertConfig(vocab_size=len(self.tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
-                                num_attention_heads=num_heads, intermediate_size=intermediate_size or 4 * hidden_size,
-                                max_position_embeddings=max_positions, hidden_dropout_prob=dropout,
-                                attention_probs_dropout_prob=dropout, pad_token_id=self.tokenizer.pad_token_id)
+            config = BertConfig(
+                vocab_size=len(self.tokenizer),
+                hidden_size=hidden_size,
+                num_hidden_layers=num_layers,
+                num_attention_heads=num_heads,
+                intermediate_size=intermediate_size or 4 * hidden_size,
+                max_position_embeddings=max_positions,
+                hidden_dropout_prob=dropout,
+                attention_probs_dropout_prob=dropout,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
             self.model = cls(config)
 
     def collators(self):
@@ -187,7 +258,8 @@ class MaskedLM(Recipe):
 
     def setup(self, stage: str | None = None):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None: dm.collate_fn, dm.val_collate_fn = self.collators()
+        if dm is not None:
+            dm.collate_fn, dm.val_collate_fn = self.collators()
 
     def forward_loss(self, batch) -> dict:
         labels = batch["labels"]
@@ -203,37 +275,62 @@ class MaskedLM(Recipe):
         else:  # any other masked-LM architecture: the model's own head on every position
             logits = self.model(**inputs).logits
             mlm = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
-        if not self.hparams.pair_task: return {"loss": mlm, "n": n}
+        if not self.hparams.pair_task:
+            return {"loss": mlm, "n": n}
         pair_labels = batch["next_sentence_label"]
         pair = F.cross_entropy(pair_logits, pair_labels)
-        return {"loss": mlm + self.hparams.pair_loss_weight * pair, "n": n, "lm_loss": mlm, "pair_loss": pair,
-                "pair_acc": (pair_logits.argmax(-1) == pair_labels).float().mean()}
+        return {
+            "loss": mlm + self.hparams.pair_loss_weight * pair,
+            "n": n,
+            "lm_loss": mlm,
+            "pair_loss": pair,
+            "pair_acc": (pair_logits.argmax(-1) == pair_labels).float().mean(),
+        }
 
     def bundle_info(self) -> dict:
         h, dm = self.hparams, getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        info = {"objective": "masked-lm", "mlm_probability": h.mlm_probability, "whole_word_mask": h.whole_word_mask,
-                "pair_task": h.pair_task}
-        if dm is not None: info.update(_data_info(dm))
+        info = {
+            "objective": "masked-lm",
+            "mlm_probability": h.mlm_probability,
+            "whole_word_mask": h.whole_word_mask,
+            "pair_task": h.pair_task,
+        }
+        if dm is not None:
+            info.update(_data_info(dm))
         return info
 
     def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
         "Write the model as a bundle (see `llmstart.training.save_bundle`) that `llmstart evaluate` and fine-tuning read."
-        return save_bundle(path, self.model, tokenizer or self.tokenizer, task=self.task,
-                           evaluator="llmstart.pretraining:evaluate_language_model", **{**self.bundle_info(), **info})
+        return save_bundle(
+            path,
+            self.model,
+            tokenizer or self.tokenizer,
+            task=self.task,
+            evaluator="llmstart.pretraining:evaluate_language_model",
+            **{**self.bundle_info(), **info},
+        )
 
 # %% ../nbs/03_pretraining.ipynb #79f63fe7
 def _data_info(dm) -> dict:
     "The data settings a bundle's evaluator needs to prepare text the way training did."
     h = dm.hparams
-    return {"block_size": h.get("block_size", h.get("max_length")), "by": h.get("by", "line"),
-            "text_column": h.get("text_column", "text"), "train_source": str(h.get("source"))}
+    return {
+        "block_size": h.get("block_size", h.get("max_length")),
+        "by": h.get("by", "line"),
+        "text_column": h.get("text_column", "text"),
+        "train_source": str(h.get("source")),
+    }
 
 # %% ../nbs/03_pretraining.ipynb #aff965bf
 @torch.no_grad()
 def fill_mask(model, tokenizer, text: str, k: int = 5) -> list[list[tuple[str, float]]]:
     "The `k` most likely tokens, with probabilities, at each `[MASK]` in `text`."
     enc = tokenizer(text, return_tensors="pt").to(model.device)
-    logits = model(**enc).logits if not hasattr(model, "cls") or not isinstance(model, BertForPreTraining) else model(**enc).prediction_logits
+    logits = (
+        model(**enc).logits
+        if not hasattr(model, "cls") or not isinstance(model, BertForPreTraining)
+        else model(**enc).prediction_logits
+    )
     where = (enc["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()
     out = []
     for i in where:
@@ -244,25 +341,33 @@ def fill_mask(model, tokenizer, text: str, k: int = 5) -> list[list[tuple[str, f
 # %% ../nbs/03_pretraining.ipynb #a7cf6221
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
+
 def make_sentence_pairs(documents: Sequence[str], task: str = "nsp", seed: int = 0) -> list[dict]:
     """Sentence-pair examples from documents with two or more sentences: A = the first k sentences, B = the rest; for 'nsp'
     half get a B from another document (label 1), for 'sop' half are swapped (label 1)."""
-    if task not in ("nsp", "sop"): raise ValueError(f"task must be 'nsp' or 'sop', got {task!r}")
+    if task not in ("nsp", "sop"):
+        raise ValueError(f"task must be 'nsp' or 'sop', got {task!r}")
     rng = random.Random(seed)
     docs = [s for s in ([x.strip() for x in SENTENCE_END.split(d) if x.strip()] for d in documents) if len(s) >= 2]
-    if len(docs) < 2: raise DataError("need at least two documents of two or more sentences to make sentence pairs")
+    if len(docs) < 2:
+        raise DataError("need at least two documents of two or more sentences to make sentence pairs")
     pairs = []
     for i, sents in enumerate(docs):
         k = rng.randint(1, len(sents) - 1)
         a, b, label = " ".join(sents[:k]), " ".join(sents[k:]), 0
         if rng.random() < 0.5:
             label = 1
-            if task == "sop": a, b = b, a
+            if task == "sop":
+                a, b = b, a
             else:
-                j = rng.choice([j for j in range(len(docs)) if j != i]) if len(docs) < 1000 else (i + rng.randint(1, len(docs) - 1)) % len(docs)
+                j = (
+                    rng.choice([j for j in range(len(docs)) if j != i])
+                    if len(docs) < 1000
+                    else (i + rng.randint(1, len(docs) - 1)) % len(docs)
+                )
                 other = docs[j]
                 start = rng.randint(0, len(other) - 1)
-                b = " ".join(other[start:start + len(sents) - k])
+                b = " ".join(other[start : start + len(sents) - k])
         pairs.append({"a": a, "b": b, "next_sentence_label": label})
     return pairs
 
@@ -284,16 +389,30 @@ class SentencePairDataModule(DataModule):
         name: the hub data set's configuration name
         seed: the seed of the split, the pairs and the shuffle
     """
-    def __init__(self, source: str = "sample:corpus", tokenizer: Any = None, task: str = "nsp", max_length: int = 128,
-                 batch_size: int = 32, val_fraction: float = 0.1, by: str = "line", text_column: str = "text",
-                 split: str | None = None, name: str | None = None, seed: int = 0):
+
+    def __init__(
+        self,
+        source: str = "sample:corpus",
+        tokenizer: Any = None,
+        task: str = "nsp",
+        max_length: int = 128,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        by: str = "line",
+        text_column: str = "text",
+        split: str | None = None,
+        name: str | None = None,
+        seed: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = as_tokenizer(tokenizer)
         probe = self.tokenizer("a", "b")["input_ids"]
         if self.tokenizer.sep_token_id not in probe or "token_type_ids" not in self.tokenizer("a", "b"):
-            raise ValueError("sentence pairs need a tokenizer that joins pairs as [CLS] A [SEP] B [SEP] with "
-                             "token_type_ids (a WordPiece tokenizer from llmstart.embeddings, or BERT's)")
+            raise ValueError(
+                "sentence pairs need a tokenizer that joins pairs as [CLS] A [SEP] B [SEP] with "
+                "token_type_ids (a WordPiece tokenizer from llmstart.embeddings, or BERT's)"
+            )
         self.collate_fn = self.val_collate_fn = None
         self.train_ds = self.val_ds = None
 
@@ -304,7 +423,8 @@ class SentencePairDataModule(DataModule):
         return pairs.map(tok, batched=True, remove_columns=["a", "b"])
 
     def setup(self, stage: str | None = None):
-        if self.train_ds is not None: return
+        if self.train_ds is not None:
+            return
         h = self.hparams
         docs = load_corpus(h.source, by=h.by, text_column=h.text_column, split=h.split, name=h.name)
         train, val = split_documents(docs, h.val_fraction, h.seed)
@@ -312,10 +432,15 @@ class SentencePairDataModule(DataModule):
 
     def _loader(self, ds, train: bool):
         fn = self.collate_fn if train else (self.val_collate_fn or self.collate_fn)
-        if fn is None: raise RuntimeError("no collator: train with an objective that sets one (MaskedLM with pair_task)")
+        if fn is None:
+            raise RuntimeError("no collator: train with an objective that sets one (MaskedLM with pair_task)")
         return self.loader(ds, train, fn)
-    def train_dataloader(self): return self._loader(self.train_ds, True)
-    def val_dataloader(self): return self._loader(self.val_ds, False)
+
+    def train_dataloader(self):
+        return self._loader(self.train_ds, True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_ds, False)
 
 # %% ../nbs/03_pretraining.ipynb #fb5ed7db
 class CausalLM(Recipe):
@@ -332,26 +457,49 @@ class CausalLM(Recipe):
         dropout: dropout of a new model
         bias: biases in the new model's linear and LayerNorm layers (GPT-2 has them)
     """
+
     log_perplexity = True
     task = "causal-lm"
 
-    def __init__(self, tokenizer: Any = None, pretrained: str | None = None, n_layer: int = 4, n_head: int = 4,
-                 n_embd: int = 256, block_size: int = 256, dropout: float = 0.0, bias: bool = True, **recipe):
+    def __init__(
+        self,
+        tokenizer: Any = None,
+        pretrained: str | None = None,
+        n_layer: int = 4,
+        n_head: int = 4,
+        n_embd: int = 256,
+        block_size: int = 256,
+        dropout: float = 0.0,
+        bias: bool = True,
+        **recipe,
+    ):
         super().__init__(**recipe)
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = as_tokenizer(tokenizer)
         if pretrained:
             self.model = load_pretrained(AutoModelForCausalLM, pretrained)
         else:
-            config = GPT2Config(vocab_size=len(self.tokenizer), n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                                n_positions=block_size, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
-                                bos_token_id=self.tokenizer.bos_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                                pad_token_id=self.tokenizer.pad_token_id)
+            config = GPT2Config(
+                vocab_size=len(self.tokenizer),
+                n_layer=n_layer,
+                n_head=n_head,
+                n_embd=n_embd,
+                n_positions=block_size,
+                resid_pdrop=dropout,
+                embd_pdrop=dropout,
+                attn_pdrop=dropout,
+                bos_token_id=self.tokenizer.bos_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
             self.model = GPT2LMHeadModel(config)
-            if not bias: _drop_biases(self.model)
+            if not bias:
+                _drop_biases(self.model)
 
     def forward_loss(self, batch) -> dict:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=batch["labels"])
+        out = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=batch["labels"]
+        )
         return {"loss": out.loss, "n": (batch["labels"][:, 1:] != -100).sum()}
 
     def bundle_info(self) -> dict:
@@ -360,20 +508,31 @@ class CausalLM(Recipe):
 
     def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
         "Write the model as a bundle (see `llmstart.training.save_bundle`) that `llmstart evaluate` reads."
-        return save_bundle(path, self.model, tokenizer or self.tokenizer, task=self.task,
-                           evaluator="llmstart.pretraining:evaluate_language_model", **{**self.bundle_info(), **info})
+        return save_bundle(
+            path,
+            self.model,
+            tokenizer or self.tokenizer,
+            task=self.task,
+            evaluator="llmstart.pretraining:evaluate_language_model",
+            **{**self.bundle_info(), **info},
+        )
+
 
 def _drop_biases(model):
     "Remove GPT-2's linear and LayerNorm biases (as nanoGPT's bias=False does): zero them and stop their training."
     for name, p in model.named_parameters():
         if name.endswith("bias"):
-            with torch.no_grad(): p.zero_()
+            with torch.no_grad():
+                p.zero_()
             p.requires_grad_(False)
 
 # %% ../nbs/03_pretraining.ipynb #5c405ac2
-def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
     "Apply temperature, then top-k, then top-p to `(batch, vocab)` logits; filtered-out tokens get -inf."
-    if temperature <= 0: raise ValueError("temperature must be positive (use argmax for greedy decoding)")
+    if temperature <= 0:
+        raise ValueError("temperature must be positive (use argmax for greedy decoding)")
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
@@ -381,38 +540,55 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= top_p          # the mass before this token already reaches top_p
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # the mass before this token already reaches top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return logits
 
 # %% ../nbs/03_pretraining.ipynb #df4cf95f
-def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     "One sampled token id per row of `(batch, vocab)` logits, after `filter_logits`."
     probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 # %% ../nbs/03_pretraining.ipynb #1d671c5f
 @torch.no_grad()
-def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
-             top_p: float | None = None, seed: int = 0) -> str:
+def generate(
+    model,
+    tokenizer,
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+) -> str:
     """Sample a continuation of `prompt` one token at a time with `sample_next_token`, the context cropped to the model's
     window (as nanoGPT does), stopping at the end-of-sequence token. (For long outputs from big models, `model.generate`
     with the same settings is faster: it caches attention keys and values.)"""
     g = torch.Generator().manual_seed(seed)
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
-    window = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", ids.shape[1] + max_new_tokens)
+    window = getattr(model.config, "n_positions", None) or getattr(
+        model.config, "max_position_embeddings", ids.shape[1] + max_new_tokens
+    )
     for _ in range(max_new_tokens):
         logits = model(input_ids=ids[:, -window:]).logits[:, -1].float().cpu()
         nxt = sample_next_token(logits, temperature, top_k, top_p, generator=g)
-        if tokenizer.eos_token_id is not None and int(nxt) == tokenizer.eos_token_id: break
+        if tokenizer.eos_token_id is not None and int(nxt) == tokenizer.eos_token_id:
+            break
         ids = torch.cat([ids, nxt.to(ids.device)[:, None]], dim=1)
     return tokenizer.decode(ids[0], skip_special_tokens=True)
 
 # %% ../nbs/03_pretraining.ipynb #2e22cc02
 @torch.no_grad()
-def evaluate_language_model(bundle: str | Path, data: str, batch_size: int = 32, limit: int | None = None,
-                            skip_bad: bool = False) -> dict:
+def evaluate_language_model(
+    bundle: str | Path, data: str, batch_size: int = 32, limit: int | None = None, skip_bad: bool = False
+) -> dict:
     "Loss and perplexity (token-weighted) of a language-model bundle on a corpus, prepared as in training."
     info = read_bundle(bundle)
     tokenizer = AutoTokenizer.from_pretrained(bundle)
@@ -420,23 +596,42 @@ def evaluate_language_model(bundle: str | Path, data: str, batch_size: int = 32,
     model = load_pretrained(cls, bundle, use_safetensors=True).eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    corpus = load_corpus(data, by=info.get("by", "line"), text_column=info.get("text_column", "text"), skip_bad=skip_bad)
+    corpus = load_corpus(
+        data, by=info.get("by", "line"), text_column=info.get("text_column", "text"), skip_bad=skip_bad
+    )
     blocks = pack_blocks(corpus, tokenizer, int(info.get("block_size") or 128)).with_format("torch")
-    if limit: blocks = blocks.select(range(min(limit, len(blocks))))
-    if info["task"] == "causal-lm": collate = causal_lm_collate
-    else: collate = MaskedLMCollator(tokenizer, mlm_probability=info.get("mlm_probability", 0.15),
-                                     whole_word=info.get("whole_word_mask", False), deterministic=True)
+    if limit:
+        blocks = blocks.select(range(min(limit, len(blocks))))
+    if info["task"] == "causal-lm":
+        collate = causal_lm_collate
+    else:
+        collate = MaskedLMCollator(
+            tokenizer,
+            mlm_probability=info.get("mlm_probability", 0.15),
+            whole_word=info.get("whole_word_mask", False),
+            deterministic=True,
+        )
     total, count = 0.0, 0
     for batch in torch.utils.data.DataLoader(blocks, batch_size=batch_size, collate_fn=collate):
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"]
-        if info["task"] == "causal-lm": logits, labels = logits[:, :-1], labels[:, 1:]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum")
-        total += float(loss); count += int((labels != -100).sum())
-    if count == 0: raise DataError(f"{data}: no tokens to evaluate")
-    return {"task": info["task"], "loss": round(total / count, 5), "perplexity": round(math.exp(total / count), 3),
-            "tokens": count, "blocks": len(blocks)}
+        if info["task"] == "causal-lm":
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        total += float(loss)
+        count += int((labels != -100).sum())
+    if count == 0:
+        raise DataError(f"{data}: no tokens to evaluate")
+    return {
+        "task": info["task"],
+        "loss": round(total / count, 5),
+        "perplexity": round(math.exp(total / count), 3),
+        "tokens": count,
+        "blocks": len(blocks),
+    }
 
 # %% ../nbs/03_pretraining.ipynb #0d5af449
 def _resolve_tokenizer(cfg, output_dir: Path):
@@ -445,34 +640,55 @@ def _resolve_tokenizer(cfg, output_dir: Path):
     if isinstance(spec, str) and spec.startswith("train:"):
         parts = spec.split(":")
         if len(parts) != 3 or not parts[2].isdigit():
-            raise UsageError(f"a tokenizer to train is written train:<kind>:<vocab size>, e.g. train:wordpiece:8000; got {spec!r}")
+            raise UsageError(
+                f"a tokenizer to train is written train:<kind>:<vocab size>, e.g. train:wordpiece:8000; got {spec!r}"
+            )
         folder = output_dir / "tokenizer"
-        if not (folder / "tokenizer.json").exists():   # train once; a resumed run (or another DDP rank) reuses it
+        if not (folder / "tokenizer.json").exists():  # train once; a resumed run (or another DDP rank) reuses it
             d = cfg["data.init_args"]
-            corpus = load_corpus(d.get("source"), by=d.get("by", "line"), text_column=d.get("text_column", "text"),
-                                 split=d.get("split"), name=d.get("name"))
+            corpus = load_corpus(
+                d.get("source"),
+                by=d.get("by", "line"),
+                text_column=d.get("text_column", "text"),
+                split=d.get("split"),
+                name=d.get("name"),
+            )
             train_tokenizer(corpus, parts[1], vocab_size=int(parts[2])).save_pretrained(folder)
         cfg["data.init_args.tokenizer"] = str(folder)
-    if cfg.get("model.init_args.tokenizer") is None: cfg["model.init_args.tokenizer"] = cfg["data.init_args.tokenizer"]
+    if cfg.get("model.init_args.tokenizer") is None:
+        cfg["model.init_args.tokenizer"] = cfg["data.init_args.tokenizer"]
+
 
 def cli_pretrain(argv: list[str] | None = None) -> int:
     "Pretrain a masked or causal language model from a YAML recipe (LightningCLI options); writes a bundle."
+
     class PretrainCLI(TrainingCLI):
         def before_instantiate_classes(self):
             cfg = self.config
-            if cfg["trainer.output_dir"] is None: cfg["trainer.output_dir"] = "runs/pretrain"
-            with output_folder(cfg["trainer.output_dir"], "pretrain", cfg["overwrite"], replace=False,
-                               option="--trainer.output_dir"):   # checked before a tokenizer is trained into it
+            if cfg["trainer.output_dir"] is None:
+                cfg["trainer.output_dir"] = "runs/pretrain"
+            with output_folder(
+                cfg["trainer.output_dir"], "pretrain", cfg["overwrite"], replace=False, option="--trainer.output_dir"
+            ):  # checked before a tokenizer is trained into it
                 _resolve_tokenizer(cfg, Path(cfg["trainer.output_dir"]))
 
-    argv = list(sys.argv[2:] if argv is None else argv)   # (as a console script: llmstart pretrain ...)
-    for i, a in enumerate(argv[:-1]):   # --config NAME: a bundled recipe, when NAME is not a file
-        if a == "--config" and not Path(argv[i + 1]).exists(): argv[i + 1] = str(recipe_config(argv[i + 1]))
-    cli = PretrainCLI(Recipe, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                      trainer_class=make_trainer, run=False, args=argv, seed_everything_default=0,
-                      auto_configure_optimizers=False, save_config_kwargs={"overwrite": True},
-                      parser_kwargs={"prog": "llmstart pretrain",
-                                     "description": "Pretrain a language model from a YAML recipe."})
+    argv = list(sys.argv[2:] if argv is None else argv)  # (as a console script: llmstart pretrain ...)
+    for i, a in enumerate(argv[:-1]):  # --config NAME: a bundled recipe, when NAME is not a file
+        if a == "--config" and not Path(argv[i + 1]).exists():
+            argv[i + 1] = str(recipe_config(argv[i + 1]))
+    cli = PretrainCLI(
+        Recipe,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_class=make_trainer,
+        run=False,
+        args=argv,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "llmstart pretrain", "description": "Pretrain a language model from a YAML recipe."},
+    )
     run_command(cli, "pretrain")
     return 0
 

@@ -23,8 +23,15 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from .bundle import bundle_function, read_bundle, save_bundle
-from .core import (UsageError, check_output, normalize_options, output_folder, parse_command, reachable,
-                           short_usage_error)
+from llmstart.core import (
+    UsageError,
+    check_output,
+    normalize_options,
+    output_folder,
+    parse_command,
+    reachable,
+    short_usage_error,
+)
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'SCHEDULES', 'RUN_FILE', 'Dense', 'mse_loss', 'cross_entropy_loss', 'SGD', 'Adam', 'ScratchMLP',
@@ -37,12 +44,14 @@ ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
     # name: (f(z), f'(z) written with z and a = f(z))
     "identity": (lambda z: z, lambda z, a: torch.ones_like(z)),
     "sigmoid": (torch.sigmoid, lambda z, a: a * (1 - a)),
-    "tanh": (torch.tanh, lambda z, a: 1 - a ** 2),
+    "tanh": (torch.tanh, lambda z, a: 1 - a**2),
     "relu": (lambda z: z.clamp(min=0), lambda z, a: (z > 0).to(z.dtype)),
 }
 
+
 class Dense:
     "A dense layer written from the formulas: `forward` computes Z = XW + b, A = f(Z); `backward` the gradients."
+
     def __init__(self, W: torch.Tensor, b: torch.Tensor, activation: str = "identity"):
         self.W, self.b, self.activation = W.clone(), b.clone(), activation
         self.f, self.df = ACTIVATIONS[activation]
@@ -55,15 +64,18 @@ class Dense:
 
     def backward(self, dA: torch.Tensor) -> torch.Tensor:
         "Given dL/dA, store dL/dW and dL/db and return dL/dX (for the layer below)."
-        dZ = dA * self.df(self.Z, self.A)      # chain rule through f, element by element
-        self.dW = self.X.T @ dZ                # each weight W[i, j] touches every row's Z[:, j] through X[:, i]
-        self.db = dZ.sum(0)                    # the bias was added to every row
+        dZ = dA * self.df(self.Z, self.A)  # chain rule through f, element by element
+        self.dW = self.X.T @ dZ  # each weight W[i, j] touches every row's Z[:, j] through X[:, i]
+        self.db = dZ.sum(0)  # the bias was added to every row
         return dZ @ self.W.T
 
     @property
-    def params(self): return [self.W, self.b]
+    def params(self):
+        return [self.W, self.b]
+
     @property
-    def grads(self): return [self.dW, self.db]
+    def grads(self):
+        return [self.dW, self.db]
 
 # %% ../nbs/02_training.ipynb #00e24c9a
 def mse_loss(A: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +92,7 @@ def cross_entropy_loss(Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
 # %% ../nbs/02_training.ipynb #995367a1
 class SGD:
     "Stochastic gradient descent with optional momentum, on plain tensors (PyTorch's update rule)."
+
     def __init__(self, params: Sequence[torch.Tensor], lr: float = 0.01, momentum: float = 0.0):
         self.params, self.lr, self.momentum = list(params), lr, momentum
         self.velocity = [torch.zeros_like(p) for p in self.params]
@@ -92,8 +105,15 @@ class SGD:
 # %% ../nbs/02_training.ipynb #a0c0763f
 class Adam:
     "Adam, or AdamW with `weight_decay` (decoupled), on plain tensors, written from the formulas."
-    def __init__(self, params: Sequence[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0):
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
         self.params, self.lr, self.betas, self.eps, self.weight_decay = list(params), lr, betas, eps, weight_decay
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
@@ -103,44 +123,56 @@ class Adam:
         self.t += 1
         b1, b2 = self.betas
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            if self.weight_decay: p.mul_(1 - self.lr * self.weight_decay)   # decoupled: AdamW
+            if self.weight_decay:
+                p.mul_(1 - self.lr * self.weight_decay)  # decoupled: AdamW
             m.mul_(b1).add_((1 - b1) * g)
             v.mul_(b2).add_((1 - b2) * g * g)
-            m_hat, v_hat = m / (1 - b1 ** self.t), v / (1 - b2 ** self.t)
+            m_hat, v_hat = m / (1 - b1**self.t), v / (1 - b2**self.t)
             p.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
 
 # %% ../nbs/02_training.ipynb #b3660587
 class ScratchMLP:
     "A multi-layer perceptron from `Dense` layers: `hidden` activation inside, logits out; manual backpropagation."
+
     def __init__(self, sizes: Sequence[int], activation: str = "tanh", seed: int = 0, dtype=torch.float64):
         g = torch.Generator().manual_seed(seed)
         self.layers = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            bound = 1 / math.sqrt(n_in)   # PyTorch's nn.Linear initialisation
+            bound = 1 / math.sqrt(n_in)  # PyTorch's nn.Linear initialisation
             W = (torch.rand(n_in, n_out, generator=g, dtype=dtype) * 2 - 1) * bound
             b = (torch.rand(n_out, generator=g, dtype=dtype) * 2 - 1) * bound
             self.layers.append(Dense(W, b, activation if i < len(sizes) - 2 else "identity"))
 
     def forward(self, X):
-        for layer in self.layers: X = layer.forward(X)
+        for layer in self.layers:
+            X = layer.forward(X)
         return X
 
     def backward(self, dout):
-        for layer in reversed(self.layers): dout = layer.backward(dout)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
 
     @property
-    def params(self): return [p for l in self.layers for p in l.params]
+    def params(self):
+        return [p for l in self.layers for p in l.params]
+
     @property
-    def grads(self): return [g for l in self.layers for g in l.grads]
+    def grads(self):
+        return [g for l in self.layers for g in l.grads]
 
     def to_torch(self) -> nn.Sequential:
         "The same network as an `nn.Sequential` with the same weights (nn.Linear stores W transposed)."
         mods = []
         for l in self.layers:
             lin = nn.Linear(*l.W.shape, dtype=l.W.dtype)
-            with torch.no_grad(): lin.weight.copy_(l.W.T); lin.bias.copy_(l.b)
-            mods += [lin] + ([{"tanh": nn.Tanh(), "relu": nn.ReLU(), "sigmoid": nn.Sigmoid()}[l.activation]]
-                             if l.activation != "identity" else [])
+            with torch.no_grad():
+                lin.weight.copy_(l.W.T)
+                lin.bias.copy_(l.b)
+            mods += [lin] + (
+                [{"tanh": nn.Tanh(), "relu": nn.ReLU(), "sigmoid": nn.Sigmoid()}[l.activation]]
+                if l.activation != "identity"
+                else []
+            )
         return nn.Sequential(*mods)
 
 # %% ../nbs/02_training.ipynb #23fe0c02
@@ -148,20 +180,30 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     "AdamW parameter groups: weight decay for parameters with 2+ dimensions (weight matrices, embeddings), none for biases and norms."
     decay, no_decay = [], []
     for p in model.parameters():
-        if p.requires_grad: (decay if p.ndim >= 2 else no_decay).append(p)
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 # %% ../nbs/02_training.ipynb #b9058e08
 SCHEDULES = ("cosine", "linear", "constant")
 
+
 def make_scheduler(optimizer, schedule: str, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
     "Warmup then `schedule` ('cosine', 'linear' or 'constant') decay to `min_lr_ratio` x the peak, from `transformers`."
     from transformers import get_scheduler
-    if schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if schedule == "constant": return get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup_steps)
+
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "constant":
+        return get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup_steps)
     if schedule == "cosine" and min_lr_ratio:
-        return get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps,
-                             scheduler_specific_kwargs={"min_lr_rate": min_lr_ratio})
+        return get_scheduler(
+            "cosine_with_min_lr",
+            optimizer,
+            num_warmup_steps=warmup_steps,
+            num_training_steps=total_steps,
+            scheduler_specific_kwargs={"min_lr_rate": min_lr_ratio},
+        )
     if schedule == "linear" and min_lr_ratio:
         raise ValueError("min_lr_ratio is supported with the cosine schedule only")
     return get_scheduler(schedule, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
@@ -184,40 +226,57 @@ class Recipe(L.LightningModule):
         schedule: the decay after warmup: cosine, linear or constant
         min_lr_ratio: the cosine schedule's final learning rate, as a fraction of lr
     """
+
     log_perplexity: bool = False
 
-    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, warmup: float = 0.05, schedule: str = "cosine", min_lr_ratio: float = 0.0):
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        warmup: float = 0.05,
+        schedule: str = "cosine",
+        min_lr_ratio: float = 0.0,
+    ):
         super().__init__()
-        if schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.save_hyperparameters()
-        self.val_loss_mean = torchmetrics.MeanMetric()     # n-weighted, synced across processes
+        self.val_loss_mean = torchmetrics.MeanMetric()  # n-weighted, synced across processes
         self.val_lm_loss_mean = torchmetrics.MeanMetric()  # for perplexity
 
     def forward_loss(self, batch) -> dict:
-        raise NotImplementedError("a Recipe subclass computes its loss in forward_loss(batch) -> {'loss': ..., 'n': ...}")
+        raise NotImplementedError(
+            "a Recipe subclass computes its loss in forward_loss(batch) -> {'loss': ..., 'n': ...}"
+        )
 
     def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
         "Write the trained model as a bundle (`save_bundle`) at `path`; `tokenizer` defaults to the model's or its data's."
-        raise NotImplementedError(f"{type(self).__name__} does not write bundles: implement save_bundle(path, tokenizer=None, **info)")
+        raise NotImplementedError(
+            f"{type(self).__name__} does not write bundles: implement save_bundle(path, tokenizer=None, **info)"
+        )
 
     def bundle_summary(self) -> dict:
         "What the training commands print about the result besides its metrics (labels, say)."
         return {}
 
     def on_fit_start(self):
-        self.train()   # `from_pretrained` returns models in eval mode (dropout off); training starts in train mode
+        self.train()  # `from_pretrained` returns models in eval mode (dropout off); training starts in train mode
 
     def _writes_logs_now(self) -> bool:
         "Will the trainer write this step's logs (every `log_every_n_steps`)? True outside a trainer or if unknown."
-        try: return bool(self.trainer._logger_connector.should_update_logs)
-        except (AttributeError, RuntimeError): return True
+        try:
+            return bool(self.trainer._logger_connector.should_update_logs)
+        except (AttributeError, RuntimeError):
+            return True
 
     def training_step(self, batch, batch_idx):
         out = self.forward_loss(batch)
-        if self._writes_logs_now():   # self.log costs ~0.6 ms: skip the steps nobody sees
+        if self._writes_logs_now():  # self.log costs ~0.6 ms: skip the steps nobody sees
             for k, v in out.items():
-                if k != "n" and not k.startswith("_"): self.log(f"train_{k}", v, prog_bar=k == "loss")
+                if k != "n" and not k.startswith("_"):
+                    self.log(f"train_{k}", v, prog_bar=k == "loss")
         return out["loss"]
 
     def validation_step(self, batch, batch_idx):
@@ -225,9 +284,11 @@ class Recipe(L.LightningModule):
         out = self.forward_loss(batch)
         n = out.get("n", 1)
         self.val_loss_mean.update(out["loss"].detach(), weight=n)
-        if self.log_perplexity: self.val_lm_loss_mean.update(out.get("lm_loss", out["loss"]).detach(), weight=n)
+        if self.log_perplexity:
+            self.val_lm_loss_mean.update(out.get("lm_loss", out["loss"]).detach(), weight=n)
         for k, v in out.items():
-            if k not in ("loss", "n") and not k.startswith("_"): self.log(f"val_{k}", v, batch_size=int(n), sync_dist=True)
+            if k not in ("loss", "n") and not k.startswith("_"):
+                self.log(f"val_{k}", v, batch_size=int(n), sync_dist=True)
         return out
 
     def on_validation_epoch_end(self):
@@ -242,7 +303,9 @@ class Recipe(L.LightningModule):
         optimizer = torch.optim.AdamW(param_groups(self, h.weight_decay), lr=h.lr, betas=tuple(h.betas), eps=h.eps)
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total) or total <= 0:  # an endless loader and no max_steps (Lightning reports -1)
-            raise ValueError("the schedule needs the run's length: set the trainer's max_steps (or max_epochs with a sized loader)")
+            raise ValueError(
+                "the schedule needs the run's length: set the trainer's max_steps (or max_epochs with a sized loader)"
+            )
         warmup = int(h.warmup * total) if h.warmup < 1 else int(h.warmup)
         scheduler = make_scheduler(optimizer, h.schedule, warmup, int(total), h.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -250,8 +313,11 @@ class Recipe(L.LightningModule):
 # %% ../nbs/02_training.ipynb #c0e2fb84
 def choose_precision(accelerator: str = "auto", capability: tuple[int, int] | None = None) -> str:
     "Lightning precision for the hardware: 'bf16-mixed' on GPUs of compute capability 8.0+, '16-mixed' on older GPUs, '32-true' otherwise."
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and (capability is not None or torch.cuda.is_available()))
-    if not gpu: return "32-true"
+    gpu = accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and (capability is not None or torch.cuda.is_available())
+    )
+    if not gpu:
+        return "32-true"
     capability = capability or torch.cuda.get_device_capability()
     return "bf16-mixed" if tuple(capability) >= (8, 0) else "16-mixed"
 
@@ -259,17 +325,21 @@ def choose_precision(accelerator: str = "auto", capability: tuple[int, int] | No
 def make_loggers(output_dir: str | Path, name: str = "run", kind: str = "auto", project: str = "llmstart") -> list:
     """Loggers for a run: a `CSVLogger` in `output_dir/logs`, plus a `WandbLogger` when `kind` is 'wandb', or 'auto' and
     wandb is installed and configured (`WANDB_API_KEY` or `WANDB_MODE` set). Offline-safe: wandb logs locally when its server is unreachable."""
-    if kind not in ("auto", "csv", "wandb"): raise ValueError(f"logger must be 'auto', 'csv' or 'wandb', got {kind!r}")
+    if kind not in ("auto", "csv", "wandb"):
+        raise ValueError(f"logger must be 'auto', 'csv' or 'wandb', got {kind!r}")
     loggers = [CSVLogger(Path(output_dir) / "logs", name=name)]
     configured = bool(os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"))
     try:
         import wandb  # noqa: F401
+
         installed = True
     except ImportError:
         installed = False
-    if kind == "wandb" and not installed: raise ImportError("logger='wandb' needs the wandb package: pip install wandb")
+    if kind == "wandb" and not installed:
+        raise ImportError("logger='wandb' needs the wandb package: pip install wandb")
     if kind == "wandb" or (kind == "auto" and installed and configured):
         from lightning.pytorch.loggers import WandbLogger
+
         offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled") or not reachable("api.wandb.ai")
         loggers.append(WandbLogger(project=project, name=name, save_dir=str(output_dir), offline=offline))
     return loggers
@@ -277,33 +347,74 @@ def make_loggers(output_dir: str | Path, name: str = "run", kind: str = "auto", 
 # %% ../nbs/02_training.ipynb #3dd0a93a
 class SaveLastAtEnd(Callback):
     "Write `last.ckpt` when training ends, so the last checkpoint is the final state even between scheduled saves."
-    def __init__(self, dirpath: str | Path): self.path = Path(dirpath) / "last.ckpt"
+
+    def __init__(self, dirpath: str | Path):
+        self.path = Path(dirpath) / "last.ckpt"
+
     def on_train_end(self, trainer, pl_module):
-        if trainer.global_step > 0 and not trainer.interrupted: trainer.save_checkpoint(self.path, weights_only=False)
+        if trainer.global_step > 0 and not trainer.interrupted:
+            trainer.save_checkpoint(self.path, weights_only=False)
 
 # %% ../nbs/02_training.ipynb #28de0b2a
-def checkpoint_callbacks(ckpt_dir: Path, every_n_steps: int | None = None, monitor: str | None = "val_loss",
-                         mode: str = "min") -> list[Callback]:
+def checkpoint_callbacks(
+    ckpt_dir: Path, every_n_steps: int | None = None, monitor: str | None = "val_loss", mode: str = "min"
+) -> list[Callback]:
     """`last.ckpt` (at the end, and every `every_n_steps`) and, with `monitor`, `best.ckpt` in `ckpt_dir`: one of each per
     run, never a `last-v1.ckpt` beside an old one (`fit` decides what an earlier run's checkpoints mean)."""
-    cbs = [ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True,
-                           every_n_train_steps=every_n_steps, enable_version_counter=False), SaveLastAtEnd(ckpt_dir)]
+    cbs = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="last",
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=every_n_steps,
+            enable_version_counter=False,
+        ),
+        SaveLastAtEnd(ckpt_dir),
+    ]
     if monitor:
-        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                                   auto_insert_metric_name=False, enable_version_counter=False))
+        cbs.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best",
+                monitor=monitor,
+                mode=mode,
+                save_top_k=1,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            )
+        )
     return cbs
 
 # %% ../nbs/02_training.ipynb #1c2fa01f
-def make_trainer(output_dir: str | Path | None = "runs/run", max_steps: int = -1, max_epochs: int | None = None,
-                 precision: str | None = None, accelerator: str = "auto", devices: int | str = "auto",
-                 strategy: str = "auto", num_nodes: int = 1, accumulate_grad_batches: int = 1,
-                 gradient_clip_val: float | None = 1.0, val_check_interval: int | float | None = None,
-                 check_val_every_n_epoch: int | None = 1, limit_train_batches: int | float | None = None,
-                 limit_val_batches: int | float | None = None, num_sanity_val_steps: int = 2,
-                 checkpoint_every_n_steps: int | None = None, monitor: str | None = "val_loss", mode: str = "min",
-                 logger: str | bool = "auto", name: str = "run", progress_bar: bool = True, deterministic: bool = False,
-                 log_every_n_steps: int = 10, enable_model_summary: bool = True, callbacks: Sequence[Callback] = (),
-                 **trainer_kwargs) -> L.Trainer:
+def make_trainer(
+    output_dir: str | Path | None = "runs/run",
+    max_steps: int = -1,
+    max_epochs: int | None = None,
+    precision: str | None = None,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    accumulate_grad_batches: int = 1,
+    gradient_clip_val: float | None = 1.0,
+    val_check_interval: int | float | None = None,
+    check_val_every_n_epoch: int | None = 1,
+    limit_train_batches: int | float | None = None,
+    limit_val_batches: int | float | None = None,
+    num_sanity_val_steps: int = 2,
+    checkpoint_every_n_steps: int | None = None,
+    monitor: str | None = "val_loss",
+    mode: str = "min",
+    logger: str | bool = "auto",
+    name: str = "run",
+    progress_bar: bool = True,
+    deterministic: bool = False,
+    log_every_n_steps: int = 10,
+    enable_model_summary: bool = True,
+    callbacks: Sequence[Callback] = (),
+    **trainer_kwargs,
+) -> L.Trainer:
     """A Lightning `Trainer` with the recipe's defaults: precision from the hardware (`choose_precision`), gradient clipping
     at 1.0, best + last checkpoints in `output_dir/checkpoints`, a learning-rate monitor, a rich progress bar, CSV (and
     wandb) logging. Other `Trainer` arguments pass through `trainer_kwargs`. (It is also the `trainer` of the command
@@ -336,50 +447,83 @@ def make_trainer(output_dir: str | Path | None = "runs/run", max_steps: int = -1
         enable_model_summary: print the model summary at the start
         callbacks: more Lightning callbacks
     """
-    trainer_kwargs.update(val_check_interval=val_check_interval, check_val_every_n_epoch=check_val_every_n_epoch,
-                          limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
-                          num_sanity_val_steps=num_sanity_val_steps, enable_model_summary=enable_model_summary,
-                          num_nodes=num_nodes)
+    trainer_kwargs.update(
+        val_check_interval=val_check_interval,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+        limit_train_batches=limit_train_batches,
+        limit_val_batches=limit_val_batches,
+        num_sanity_val_steps=num_sanity_val_steps,
+        enable_model_summary=enable_model_summary,
+        num_nodes=num_nodes,
+    )
     output_dir = Path(output_dir or "runs/run")
     cbs = checkpoint_callbacks(output_dir / "checkpoints", checkpoint_every_n_steps, monitor, mode)
     loggers = make_loggers(output_dir, name, logger) if logger else False
-    if loggers: cbs.append(LearningRateMonitor(logging_interval="step"))
+    if loggers:
+        cbs.append(LearningRateMonitor(logging_interval="step"))
     if progress_bar:
         from lightning.pytorch.callbacks import RichProgressBar
+
         cbs.append(RichProgressBar())
-    return L.Trainer(default_root_dir=str(output_dir), max_steps=max_steps, max_epochs=max_epochs,
-                     precision=precision or choose_precision(accelerator), accelerator=accelerator, devices=devices,
-                     strategy=strategy, accumulate_grad_batches=accumulate_grad_batches,
-                     gradient_clip_val=gradient_clip_val, logger=loggers, enable_progress_bar=progress_bar,
-                     deterministic=deterministic, log_every_n_steps=log_every_n_steps, callbacks=[*cbs, *callbacks],
-                     **trainer_kwargs)
+    return L.Trainer(
+        default_root_dir=str(output_dir),
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        precision=precision or choose_precision(accelerator),
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        accumulate_grad_batches=accumulate_grad_batches,
+        gradient_clip_val=gradient_clip_val,
+        logger=loggers,
+        enable_progress_bar=progress_bar,
+        deterministic=deterministic,
+        log_every_n_steps=log_every_n_steps,
+        callbacks=[*cbs, *callbacks],
+        **trainer_kwargs,
+    )
 
 # %% ../nbs/02_training.ipynb #310288ac
 def last_checkpoint(trainer: L.Trainer) -> Path | None:
     "The trainer's `last.ckpt`, if one exists."
     for cb in trainer.checkpoint_callbacks:
-        if cb.dirpath and (Path(cb.dirpath) / "last.ckpt").exists(): return Path(cb.dirpath) / "last.ckpt"
+        if cb.dirpath and (Path(cb.dirpath) / "last.ckpt").exists():
+            return Path(cb.dirpath) / "last.ckpt"
     return None
 
 # %% ../nbs/02_training.ipynb #a1b2c3d4
 RUN_FILE = "run.json"
 
+
 def run_identity(model: L.LightningModule, datamodule=None, command: str | None = None) -> dict:
     """What makes a run *this* run: the command, the model's class and settings (labels included), the data's class and
     settings (how many loader processes it uses aside). A run resumes only a run of the same identity."""
+
     def settings(obj) -> dict:
         return {k: v for k, v in dict(getattr(obj, "hparams", None) or {}).items() if k != "num_workers"}
-    ident = {"command": command, "model": f"{type(model).__module__}.{type(model).__qualname__}", "model_settings": settings(model)}
+
+    ident = {
+        "command": command,
+        "model": f"{type(model).__module__}.{type(model).__qualname__}",
+        "model_settings": settings(model),
+    }
     if datamodule is not None:
-        ident |= {"data": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}", "data_settings": settings(datamodule)}
+        ident |= {
+            "data": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",
+            "data_settings": settings(datamodule),
+        }
     return json.loads(json.dumps(ident, sort_keys=True, default=str))
 
 # %% ../nbs/02_training.ipynb #fb668107
 class RecordRun(Callback):
     "Write the run's identity (`run_identity`) as `run.json` beside every checkpoint the run saves."
-    def __init__(self, identity: dict): self.identity = identity
+
+    def __init__(self, identity: dict):
+        self.identity = identity
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        if not trainer.is_global_zero: return
+        if not trainer.is_global_zero:
+            return
         for cb in trainer.checkpoint_callbacks:
             if cb.dirpath:
                 Path(cb.dirpath).mkdir(parents=True, exist_ok=True)
@@ -390,22 +534,35 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict): out += _differences(a, b, f"{prefix}{k}.")
-        elif a != b: out.append(f"{prefix}{k}: {a!r} then, {b!r} now")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} then, {b!r} now")
     return out
+
 
 def _check_same_run(ckpt: Path, identity: dict) -> None:
     "Raise `UsageError` unless the checkpoint `ckpt` was written by a run of this `identity`."
     recorded = ckpt.parent / RUN_FILE
     old = json.loads(recorded.read_text()) if recorded.exists() else None
-    if old == identity: return
+    if old == identity:
+        return
     what = "; ".join(_differences(old, identity)[:6]) if old else f"no {RUN_FILE} says which run wrote it"
-    raise UsageError(f"{ckpt} belongs to another run ({what}). Nothing was changed. To start this run afresh and replace "
-                     f"that run's checkpoints, pass --resume false (Python: fit(..., resume=False)); to keep them, write "
-                     f"this run to another folder (--output, or --trainer.output_dir)")
+    raise UsageError(
+        f"{ckpt} belongs to another run ({what}). Nothing was changed. To start this run afresh and replace "
+        f"that run's checkpoints, pass --resume false (Python: fit(..., resume=False)); to keep them, write "
+        f"this run to another folder (--output, or --trainer.output_dir)"
+    )
 
-def fit(trainer: L.Trainer, model: L.LightningModule, datamodule=None, resume: str | bool = "auto",
-        command: str | None = None, **kwargs):
+
+def fit(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule=None,
+    resume: str | bool = "auto",
+    command: str | None = None,
+    **kwargs,
+):
     """`trainer.fit`, resuming this run from its `last.ckpt` when `resume` is 'auto' (or True), or from the checkpoint path
     `resume`; with `resume=False`, afresh (an earlier run's checkpoints are replaced). A `last.ckpt` written by another
     run (`run_identity`, with `command`) is refused with a `UsageError`. Says on stderr where it resumed from."""
@@ -415,40 +572,64 @@ def fit(trainer: L.Trainer, model: L.LightningModule, datamodule=None, resume: s
     ckpt = None
     if resume in ("auto", True):
         ckpt = last_checkpoint(trainer)
-        if ckpt is not None: _check_same_run(ckpt, identity)
-    elif resume: ckpt = Path(resume)
-    else:   # afresh: the earlier run's checkpoints go, so that the folder holds this run's only
+        if ckpt is not None:
+            _check_same_run(ckpt, identity)
+    elif resume:
+        ckpt = Path(resume)
+    else:  # afresh: the earlier run's checkpoints go, so that the folder holds this run's only
         for d in [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath]:
-            for name in ("last.ckpt", "best.ckpt", RUN_FILE): (d / name).unlink(missing_ok=True)
-    if ckpt is not None:   # llmstart's checkpoints hold tensors and plain values only: they load with weights_only=True
+            for name in ("last.ckpt", "best.ckpt", RUN_FILE):
+                (d / name).unlink(missing_ok=True)
+    if ckpt is not None:  # llmstart's checkpoints hold tensors and plain values only: they load with weights_only=True
         step = torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step", "?")
         print(f"resuming from {ckpt} at step {step}", file=sys.stderr)
-    if not any(isinstance(cb, RecordRun) for cb in trainer.callbacks): trainer.callbacks.append(RecordRun(identity))
+    if not any(isinstance(cb, RecordRun) for cb in trainer.callbacks):
+        trainer.callbacks.append(RecordRun(identity))
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True, **kwargs)
     return trainer
 
 # %% ../nbs/02_training.ipynb #50155ea6
 def run_arguments(parser) -> None:
     "Add the options every training command has to a LightningCLI `parser`: --output, --overwrite, --resume."
-    parser.add_argument("--output", type=str | None, default=None,
-                        help="the bundle folder to write at the end (default: <trainer.output_dir>/bundle)")
-    parser.add_argument("--overwrite", type=bool, default=False,
-                        help="write into an --output or --trainer.output_dir that holds other files (they are kept)")
-    parser.add_argument("--resume", type=str, default="auto",
-                        help="auto: continue this run from its last checkpoint if it has one; false: start afresh; or a checkpoint path")
+    parser.add_argument(
+        "--output",
+        type=str | None,
+        default=None,
+        help="the bundle folder to write at the end (default: <trainer.output_dir>/bundle)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        type=bool,
+        default=False,
+        help="write into an --output or --trainer.output_dir that holds other files (they are kept)",
+    )
+    parser.add_argument(
+        "--resume",
+        type=str,
+        default="auto",
+        help="auto: continue this run from its last checkpoint if it has one; false: start afresh; or a checkpoint path",
+    )
 
 # %% ../nbs/02_training.ipynb #6531be17
 class TrainingCLI(LightningCLI):
     """The `LightningCLI` of llmstart's training commands: their shared options (`run_arguments`), dashes accepted in
     option names, and a mistake -- an unknown option, a misspelt recipe key -- reported as a one-line `UsageError` that
     names the nearest valid one, instead of the whole usage."""
+
     def __init__(self, *args, parser_kwargs: dict | None = None, **kwargs):
-        super().__init__(*args, parser_kwargs={"exit_on_error": False, "allow_abbrev": False, **(parser_kwargs or {})}, **kwargs)
-    def add_arguments_to_parser(self, parser): run_arguments(parser)
+        super().__init__(
+            *args, parser_kwargs={"exit_on_error": False, "allow_abbrev": False, **(parser_kwargs or {})}, **kwargs
+        )
+
+    def add_arguments_to_parser(self, parser):
+        run_arguments(parser)
+
     def parse_arguments(self, parser, args):
         from argparse import ArgumentError
+
         args = normalize_options(args)
-        try: self.config = parser.parse_args(args)
+        try:
+            self.config = parser.parse_args(args)
         except ArgumentError as e:
             options = [o for a in parser._actions for o in a.option_strings]
             raise UsageError(short_usage_error(str(e), options, parser.prog, args)) from None
@@ -461,7 +642,8 @@ def run_command(cli, command: str) -> dict:
     bundle = Path(cfg["output"] or run_dir / "bundle")
     resume = {"auto": "auto", "true": "auto", "false": False}.get(str(cfg["resume"]).lower(), cfg["resume"])
     separate = run_dir.resolve() not in [bundle.resolve(), *bundle.resolve().parents]
-    if separate: check_output(bundle, command, cfg["overwrite"])   # refused now, not after the training
+    if separate:
+        check_output(bundle, command, cfg["overwrite"])  # refused now, not after the training
     with output_folder(run_dir, command, cfg["overwrite"], replace=False, option="--trainer.output_dir"):
         fit(trainer, model, cli.datamodule, resume=resume, command=command)
     result = {"bundle": str(bundle), "steps": trainer.global_step}
@@ -474,8 +656,15 @@ def run_command(cli, command: str) -> dict:
     return result
 
 # %% ../nbs/02_training.ipynb #58739fbc
-def evaluate_bundle(model: str, data: str, batch_size: int = 32, limit: int | None = None, skip_bad: bool = False,
-                    text_columns: list[str] | None = None, label_column: str | None = None) -> dict:
+def evaluate_bundle(
+    model: str,
+    data: str,
+    batch_size: int = 32,
+    limit: int | None = None,
+    skip_bad: bool = False,
+    text_columns: list[str] | None = None,
+    label_column: str | None = None,
+) -> dict:
     """Evaluate the bundle `model` on the data `data` with the bundle's own evaluator; returns its metrics.
 
     Args:
@@ -494,6 +683,8 @@ def evaluate_bundle(model: str, data: str, batch_size: int = 32, limit: int | No
 # %% ../nbs/02_training.ipynb #c858f84c
 def cli_evaluate(argv: list[str] | None = None) -> int:
     "Evaluate a bundle on a data file and print one JSON line of metrics (accuracy / F1, or loss and perplexity)."
-    args = parse_command(evaluate_bundle, argv, "llmstart evaluate", "Evaluate a bundle on a data file; prints one JSON line of metrics.")
+    args = parse_command(
+        evaluate_bundle, argv, "llmstart evaluate", "Evaluate a bundle on a data file; prints one JSON line of metrics."
+    )
     print(json.dumps(evaluate_bundle(**args)))
     return 0

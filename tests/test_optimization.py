@@ -1,4 +1,5 @@
 """Chapter 5: llmstart compress end to end on a real fine-tuned MiniLM -- int8, pruning, distillation -- and bad input."""
+
 import json
 
 import pytest
@@ -35,8 +36,19 @@ def pairs(path):
 
 
 def test_int8(nli, tmp_path):
-    rows = run("compress", "--model", str(nli / "teacher"), "--method", "int8", "--eval-data", str(nli / "test.jsonl"),
-               "--output", str(tmp_path / "int8"), "--latency-examples", "96")
+    rows = run(
+        "compress",
+        "--model",
+        str(nli / "teacher"),
+        "--method",
+        "int8",
+        "--eval-data",
+        str(nli / "test.jsonl"),
+        "--output",
+        str(tmp_path / "int8"),
+        "--latency-examples",
+        "96",
+    )
     assert [r["variant"] for r in rows] == ["original", "int8"]
     original, int8 = rows
     assert original["n"] == int8["n"] == 300 and int8["parameters"] == original["parameters"]
@@ -44,24 +56,28 @@ def test_int8(nli, tmp_path):
     assert abs(int8["accuracy_delta"]) <= 0.03
     # the bundle is safetensors only, names its loader, and evaluates like any other
     info = json.loads((tmp_path / "int8" / "llmstart.json").read_text())
-    assert info["loader"] == "llmstart.optimization:load_int8_classifier" and not list((tmp_path / "int8").glob("*.bin"))
+    assert info["loader"] == "llmstart.optimization:load_int8_classifier" and not list(
+        (tmp_path / "int8").glob("*.bin")
+    )
     ev = run("evaluate", "--model", str(tmp_path / "int8"), "--data", str(nli / "test.jsonl"))[0]
     assert ev["accuracy"] == pytest.approx(int8["accuracy"], abs=1e-9) and ev["n"] == 300
     # predictions agree with the float model's on the real held-out sample
     got = [p["label"] for p in predict(tmp_path / "int8", pairs(nli / "test.jsonl"))]
     want = [p["label"] for p in predict(nli / "teacher", pairs(nli / "test.jsonl"))]
     agreement = sum(a == b for a, b in zip(got, want)) / len(want)
-    assert agreement >= 0.95, agreement      # measured: 0.96 on this small model, 0.969 on bench/compression.py's teacher
+    assert agreement >= 0.95, agreement  # measured: 0.96 on this small model, 0.969 on bench/compression.py's teacher
 
 
 def test_int8_bundle_rebuilds_the_quantized_model_exactly(nli, tmp_path):
     model, tok, info = load_classifier(nli / "teacher")
     calibration = OPT.calibration_batches(tok, pairs(nli / "train.jsonl")[:64])
     q = OPT.quantize_int8(model, calibration)
-    assert q.bert.encoder.layer[0].output.dense.input_scale is not None      # smoothed
+    assert q.bert.encoder.layer[0].output.dense.input_scale is not None  # smoothed
     bundle = OPT.save_int8_bundle(q, tok, tmp_path / "q", info)
     again, _, _ = load_classifier(bundle)
-    x = tok(["A dog runs in the park."] * 2, ["An animal is outside.", "The cat sleeps."], padding=True, return_tensors="pt")
+    x = tok(
+        ["A dog runs in the park."] * 2, ["An animal is outside.", "The cat sleeps."], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         assert torch.equal(again(**x).logits, q(**x).logits)
         assert (again(**x).logits - model(**x).logits).abs().max() < 0.5
@@ -74,25 +90,56 @@ def test_magnitude_pruning_reaches_the_sparsity_asked(nli, sparsity):
     total = sum(m.weight.numel() for m, _ in OPT.prunable_weights(model))
     OPT.magnitude_prune(model, sparsity)
     assert abs(OPT.sparsity_of(model) - sparsity) <= 1 / total
-    assert not any(n.endswith(("_orig", "_mask")) for n, _ in model.named_parameters())   # permanent
-    assert model.classifier.weight.ne(0).all()                                            # the head stays dense
+    assert not any(n.endswith(("_orig", "_mask")) for n, _ in model.named_parameters())  # permanent
+    assert model.classifier.weight.ne(0).all()  # the head stays dense
 
 
 def test_prune_with_recovery_and_structured(nli, tmp_path):
-    rows = run("compress", "--model", str(nli / "teacher"), "--method", "prune", "--sparsity", "0.5", "--train-data",
-               str(nli / "train.jsonl"), "--epochs", "1", "--eval-data", str(nli / "test.jsonl"), "--output",
-               str(tmp_path / "pruned"), "--latency-examples", "64")
+    rows = run(
+        "compress",
+        "--model",
+        str(nli / "teacher"),
+        "--method",
+        "prune",
+        "--sparsity",
+        "0.5",
+        "--train-data",
+        str(nli / "train.jsonl"),
+        "--epochs",
+        "1",
+        "--eval-data",
+        str(nli / "test.jsonl"),
+        "--output",
+        str(tmp_path / "pruned"),
+        "--latency-examples",
+        "64",
+    )
     pruned = rows[1]
     assert pruned["sparsity"] == pytest.approx(0.5, abs=1e-6) and pruned["parameters"] == rows[0]["parameters"]
     model, _, info = load_classifier(tmp_path / "pruned")
     assert OPT.sparsity_of(model) == pytest.approx(0.5, abs=1e-6) and info["recovered"] is True
-    assert pruned["accuracy"] > 0.45 and pruned["accuracy_delta"] >= -0.05   # recovered: near the original, far from chance
+    assert (
+        pruned["accuracy"] > 0.45 and pruned["accuracy_delta"] >= -0.05
+    )  # recovered: near the original, far from chance
     # structured: half the feed-forward neurons go, and the model really shrinks
-    rows = run("compress", "--model", str(nli / "teacher"), "--method", "prune", "--structured", "0.5", "--eval-data",
-               str(nli / "test.jsonl"), "--output", str(tmp_path / "ffn"), "--latency-examples", "64")
+    rows = run(
+        "compress",
+        "--model",
+        str(nli / "teacher"),
+        "--method",
+        "prune",
+        "--structured",
+        "0.5",
+        "--eval-data",
+        str(nli / "test.jsonl"),
+        "--output",
+        str(tmp_path / "ffn"),
+        "--latency-examples",
+        "64",
+    )
     original, ffn = rows
-    layers = 6 * 2 * 384 * 768                                  # 6 layers x (W1 rows + W2 columns) x 768 neurons removed
-    assert original["parameters"] - ffn["parameters"] == layers + 6 * 768          # ... and W1's biases
+    layers = 6 * 2 * 384 * 768  # 6 layers x (W1 rows + W2 columns) x 768 neurons removed
+    assert original["parameters"] - ffn["parameters"] == layers + 6 * 768  # ... and W1's biases
     assert ffn["size_mb"] < original["size_mb"] and ffn["sparsity"] == 0.0
     assert run("evaluate", "--model", str(tmp_path / "ffn"), "--data", str(nli / "test.jsonl"))[0]["n"] == 300
 
@@ -103,9 +150,25 @@ def test_distill_then_int8(nli, tmp_path):
     assert student.config.num_hidden_layers == 3
     for s, t in zip(OPT.encoder_layers(student), [OPT.encoder_layers(teacher)[i] for i in (0, 2, 4)]):
         assert all(torch.equal(a, b) for a, b in zip(s.state_dict().values(), t.state_dict().values()))
-    rows = run("compress", "--model", str(nli / "teacher"), "--method", "distill,int8", "--train-data", str(nli / "train.jsonl"),
-               "--epochs", "1", "--lr", "3e-4", "--eval-data", str(nli / "test.jsonl"), "--output", str(tmp_path / "small"),
-               "--latency-examples", "64")
+    rows = run(
+        "compress",
+        "--model",
+        str(nli / "teacher"),
+        "--method",
+        "distill,int8",
+        "--train-data",
+        str(nli / "train.jsonl"),
+        "--epochs",
+        "1",
+        "--lr",
+        "3e-4",
+        "--eval-data",
+        str(nli / "test.jsonl"),
+        "--output",
+        str(tmp_path / "small"),
+        "--latency-examples",
+        "64",
+    )
     assert [r["variant"] for r in rows] == ["original", "distill", "distill+int8"]
     original, distilled, both = rows
     assert distilled["layers"] == 3 and distilled["parameters"] < original["parameters"]
@@ -121,22 +184,44 @@ def test_distillation_loss_matches_its_formula():
     pt, ps = (zt / T).softmax(-1), (zs / T).softmax(-1)
     want = a * T * T * (pt * (pt / ps).log()).sum(-1).mean() + (1 - a) * torch.nn.functional.cross_entropy(zs, y)
     assert OPT.distillation_loss(zs, zt, y, T, a)[0] == pytest.approx(float(want), abs=1e-6)
-    assert OPT.distillation_loss(zs, zs, y, T, 1.0)[0] == pytest.approx(0.0, abs=1e-6)   # a perfect student: no soft loss
+    assert OPT.distillation_loss(zs, zs, y, T, 1.0)[0] == pytest.approx(
+        0.0, abs=1e-6
+    )  # a perfect student: no soft loss
 
 
 def test_bad_input(nli, tmp_path):
-    base = ["compress", "--model", str(nli / "teacher"), "--eval-data", str(nli / "test.jsonl"), "--output", str(tmp_path / "x")]
-    for args, message in [(["--method", "shrink"], "--method must be int8, prune, distill"),
-                          (["--method", "int8,prune"], "int8 must come last"),
-                          (["--method", "distill"], "distill needs --train_data"),
-                          (["--method", "prune", "--sparsity", "1.5"], "sparsity must be in [0, 1)")]:
+    base = [
+        "compress",
+        "--model",
+        str(nli / "teacher"),
+        "--eval-data",
+        str(nli / "test.jsonl"),
+        "--output",
+        str(tmp_path / "x"),
+    ]
+    for args, message in [
+        (["--method", "shrink"], "--method must be int8, prune, distill"),
+        (["--method", "int8,prune"], "int8 must come last"),
+        (["--method", "distill"], "distill needs --train_data"),
+        (["--method", "prune", "--sparsity", "1.5"], "sparsity must be in [0, 1)"),
+    ]:
         r = run(*base, *args, ok=False)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-2000:])
     int8 = tmp_path / "int8"
     model, tok, info = load_classifier(nli / "teacher")
     OPT.save_int8_bundle(OPT.quantize_int8(model), tok, int8, info)
-    r = run("compress", "--model", str(int8), "--method", "int8", "--eval-data", str(nli / "test.jsonl"),
-            "--output", str(tmp_path / "y"), ok=False)
+    r = run(
+        "compress",
+        "--model",
+        str(int8),
+        "--method",
+        "int8",
+        "--eval-data",
+        str(nli / "test.jsonl"),
+        "--output",
+        str(tmp_path / "y"),
+        ok=False,
+    )
     assert r.returncode == 1 and "already compressed" in r.stderr
     r = run(*base[:-2], "--method", "int8", "--output", str(nli / "teacher"), ok=False)
     assert r.returncode == 1 and "would overwrite the input bundle" in r.stderr

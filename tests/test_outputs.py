@@ -1,5 +1,6 @@
 """No command loses or mixes a user's files, and a run resumes only itself: every writing command pointed at a folder that
 holds a user's file, the same command run twice, and a different run in the folder of an earlier one."""
+
 import json
 
 import pytest
@@ -23,10 +24,30 @@ def ok(*args, **kw):
 def bundles(tmp_path_factory):
     "A tiny masked-LM bundle and an NLI classifier fine-tuned from it, each from its command (shared by the tests here)."
     root = tmp_path_factory.mktemp("bundles")
-    ok("pretrain", "--config", "tiny-mlm", "--trainer.max_steps", 20, "--trainer.output_dir", root / "pt",
-       "--trainer.progress_bar", "false")
-    ok("finetune", "--model.backbone", root / "pt" / "bundle", "--data.train_file", "sample:nli-val",
-       "--trainer.max_steps", 10, "--trainer.progress_bar", "false", "--output", root / "clf")
+    ok(
+        "pretrain",
+        "--config",
+        "tiny-mlm",
+        "--trainer.max_steps",
+        20,
+        "--trainer.output_dir",
+        root / "pt",
+        "--trainer.progress_bar",
+        "false",
+    )
+    ok(
+        "finetune",
+        "--model.backbone",
+        root / "pt" / "bundle",
+        "--data.train_file",
+        "sample:nli-val",
+        "--trainer.max_steps",
+        10,
+        "--trainer.progress_bar",
+        "false",
+        "--output",
+        root / "clf",
+    )
     return root / "pt" / "bundle", root / "clf"
 
 
@@ -41,12 +62,43 @@ def writing_commands(bundles, out):
     mlm, clf = bundles
     return {
         "tokenizer": ["tokenizer", "sample:corpus", out, "--kind", "wordpiece", "--vocab_size", 500],
-        "pretrain": ["pretrain", "--config", "tiny-mlm", "--trainer.max_steps", 2, "--trainer.output_dir", out,
-                     "--trainer.progress_bar", "false"],
-        "finetune": ["finetune", "--model.backbone", mlm, "--data.train_file", "sample:nli-val", "--trainer.max_steps", 2,
-                     "--trainer.progress_bar", "false", "--output", out],
-        "compress": ["compress", "--model", clf, "--method", "int8", "--eval-data", "sample:nli-val", "--output", out,
-                     "--latency-examples", 32],
+        "pretrain": [
+            "pretrain",
+            "--config",
+            "tiny-mlm",
+            "--trainer.max_steps",
+            2,
+            "--trainer.output_dir",
+            out,
+            "--trainer.progress_bar",
+            "false",
+        ],
+        "finetune": [
+            "finetune",
+            "--model.backbone",
+            mlm,
+            "--data.train_file",
+            "sample:nli-val",
+            "--trainer.max_steps",
+            2,
+            "--trainer.progress_bar",
+            "false",
+            "--output",
+            out,
+        ],
+        "compress": [
+            "compress",
+            "--model",
+            clf,
+            "--method",
+            "int8",
+            "--eval-data",
+            "sample:nli-val",
+            "--output",
+            out,
+            "--latency-examples",
+            32,
+        ],
         "export": ["export", "--model", clf, "--output", out],
         "pipeline": ["pipeline", "--output", out],
     }
@@ -76,10 +128,10 @@ def test_a_rerun_replaces_only_its_own_files(bundles, tmp_path):
     ok(*writing_commands(bundles, out)["export"], "--quantize", "true")
     assert (out / "model.int8.onnx").exists()
     (out / MINE).write_text("added later by the user")
-    ok(*writing_commands(bundles, out)["export"])                     # the same command, without --quantize
-    assert not (out / "model.int8.onnx").exists()                     # its own earlier file: replaced (gone)
-    assert (out / MINE).read_text() == "added later by the user"      # the user's: kept
-    assert (out / "model.onnx").exists() and not (out / "checkpoints").exists()   # a bundle's files, not a run's
+    ok(*writing_commands(bundles, out)["export"])  # the same command, without --quantize
+    assert not (out / "model.int8.onnx").exists()  # its own earlier file: replaced (gone)
+    assert (out / MINE).read_text() == "added later by the user"  # the user's: kept
+    assert (out / "model.onnx").exists() and not (out / "checkpoints").exists()  # a bundle's files, not a run's
 
 
 def test_another_command_is_refused_in_a_commands_folder(bundles, tmp_path):
@@ -92,22 +144,38 @@ def test_another_command_is_refused_in_a_commands_folder(bundles, tmp_path):
 def test_a_different_run_in_the_same_folder_does_not_resume(bundles, tmp_path):
     mlm, _ = bundles
     out = tmp_path / "run"
+
     def finetune(data, *more):
-        return run("finetune", "--model.backbone", mlm, "--data.train_file", data, "--trainer.max_steps", 3,
-                   "--trainer.progress_bar", "false", "--output", out, *more)
+        return run(
+            "finetune",
+            "--model.backbone",
+            mlm,
+            "--data.train_file",
+            data,
+            "--trainer.max_steps",
+            3,
+            "--trainer.progress_bar",
+            "false",
+            "--output",
+            out,
+            *more,
+        )
+
     first = finetune("sample:nli-val")
     assert first.returncode == 0, first.stderr[-2000:]
     weights = (out / "model.safetensors").read_bytes()
-    again = finetune("sample:nli-train")                               # other data, same folder
+    again = finetune("sample:nli-train")  # other data, same folder
     assert again.returncode == 1
     assert "belongs to another run" in again.stderr and "'sample:nli-val' then, 'sample:nli-train' now" in again.stderr
     assert "--resume false" in again.stderr and "resuming" not in again.stderr
-    assert (out / "model.safetensors").read_bytes() == weights          # nothing was changed
+    assert (out / "model.safetensors").read_bytes() == weights  # nothing was changed
     fresh = finetune("sample:nli-train", "--resume", "false")
     assert fresh.returncode == 0 and "resuming" not in fresh.stderr, fresh.stderr[-2000:]
     assert json.loads(fresh.stdout.strip().splitlines()[-1])["steps"] == 3
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert ckpts == ["last.ckpt", "run.json"], ckpts   # one last.ckpt per run: the old run's replaced, never a last-v1.ckpt
-    same = finetune("sample:nli-train", "--trainer.max_steps", 5)      # the same run, longer: it resumes
+    assert ckpts == ["last.ckpt", "run.json"], (
+        ckpts
+    )  # one last.ckpt per run: the old run's replaced, never a last-v1.ckpt
+    same = finetune("sample:nli-train", "--trainer.max_steps", 5)  # the same run, longer: it resumes
     assert same.returncode == 0 and f"resuming from {out / 'checkpoints' / 'last.ckpt'} at step 3" in same.stderr
     assert json.loads(same.stdout.strip().splitlines()[-1])["steps"] == 5

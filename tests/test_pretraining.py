@@ -1,4 +1,5 @@
 """Chapter 3: masking statistics on real text, perplexity, a real character-level run, DDP, the pretrain CLI end to end."""
+
 import json
 import math
 import subprocess
@@ -22,7 +23,9 @@ def wiki_tok(shared):
 
 @pytest.mark.parametrize("whole_word", [False, True])
 def test_masking_statistics_on_real_text(shared, wiki_tok, whole_word):
-    dm = LanguageModelingDataModule(str(shared("wikitext2_valid.txt")), tokenizer=wiki_tok, block_size=128, batch_size=64)
+    dm = LanguageModelingDataModule(
+        str(shared("wikitext2_valid.txt")), tokenizer=wiki_tok, block_size=128, batch_size=64
+    )
     dm.setup()
     original = torch.stack([dm.train_ds[i]["input_ids"] for i in range(1500)])
     collator = P.MaskedLMCollator(wiki_tok, whole_word=whole_word)
@@ -53,8 +56,10 @@ def test_padding_and_pair_separators_are_never_masked(wiki_tok):
     special = torch.isin(collator.pad(pairs)["input_ids"], torch.tensor(wiki_tok.all_special_ids))
     assert (batch["labels"][special] == -100).all() and (batch["labels"][~special] != -100).sum() > 10
     assert batch["next_sentence_label"].tolist() == [0, 1]
-    real = batch["attention_mask"][0].bool()     # the shorter pair is padded: segment B's type ends where its tokens do
-    assert batch["token_type_ids"][0][real][-1] == 1 and (batch["token_type_ids"][0][~real] == 0).all() and (~real).any()
+    real = batch["attention_mask"][0].bool()  # the shorter pair is padded: segment B's type ends where its tokens do
+    assert (
+        batch["token_type_ids"][0][real][-1] == 1 and (batch["token_type_ids"][0][~real] == 0).all() and (~real).any()
+    )
 
 
 def test_deterministic_masking_is_stable(wiki_tok):
@@ -88,9 +93,11 @@ def test_perplexity_is_exp_of_the_token_weighted_loss(wiki_tok, shared):
     model.eval()
     with torch.no_grad():
         for i, batch in enumerate(dm.val_dataloader()):
-            if i == 20: break
+            if i == 20:
+                break
             out = model.forward_loss(batch)
-            total += float(out["loss"]) * int(out["n"]); count += int(out["n"])
+            total += float(out["loss"]) * int(out["n"])
+            count += int(out["n"])
     assert logged["val_ppl"] == pytest.approx(math.exp(total / count), rel=1e-4)
 
 
@@ -98,19 +105,27 @@ def test_character_lm_beats_the_unigram_entropy(shared, tmp_path):
     path = shared("tinyshakespeare.txt")
     text = path.read_text()
     counts = Counter(text)
-    entropy = -sum(c / len(text) * math.log(c / len(text)) for c in counts.values())   # nats per character
+    entropy = -sum(c / len(text) * math.log(c / len(text)) for c in counts.values())  # nats per character
     tok = train_tokenizer(load_corpus(path, by="file"), "char", vocab_size=500)
     L.seed_everything(0, verbose=False)
     dm = LanguageModelingDataModule(str(path), tokenizer=tok, by="file", block_size=64, batch_size=12)
     model = P.CausalLM(tok, n_layer=2, n_head=4, n_embd=128, block_size=64, lr=2e-3, warmup=30, betas=(0.9, 0.99))
-    trainer = make_trainer(tmp_path, max_steps=300, val_check_interval=300, check_val_every_n_epoch=None,
-                           limit_val_batches=60, logger=False, progress_bar=False, enable_model_summary=False)
+    trainer = make_trainer(
+        tmp_path,
+        max_steps=300,
+        val_check_interval=300,
+        check_val_every_n_epoch=None,
+        limit_val_batches=60,
+        logger=False,
+        progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, dm)
     val = float(trainer.callback_metrics["val_loss"])
     assert 3.0 < entropy < 3.5
-    assert val < entropy - 0.6, (val, entropy)   # well below what character frequencies alone give
+    assert val < entropy - 0.6, (val, entropy)  # well below what character frequencies alone give
     bundle = model.save_bundle(tmp_path / "bundle")
-    (tmp_path / "val.txt").write_text(text[int(len(text) * 0.9):])
+    (tmp_path / "val.txt").write_text(text[int(len(text) * 0.9) :])
     ev = P.evaluate_language_model(bundle, str(tmp_path / "val.txt"), limit=60 * 12)
     assert abs(ev["loss"] - val) < 0.1 and ev["perplexity"] == pytest.approx(math.exp(ev["loss"]), rel=1e-3)
 
@@ -123,29 +138,75 @@ def run_cli(*args, process=False):
 
 
 def test_pretrain_bundle_evaluate_end_to_end(tmp_path):
-    out = run_cli("pretrain", "--config", "tiny-mlm", "--trainer.max_steps", "40", "--trainer.val_check_interval", "20",
-                  "--trainer.output_dir", str(tmp_path / "run"), "--trainer.progress_bar", "false")
+    out = run_cli(
+        "pretrain",
+        "--config",
+        "tiny-mlm",
+        "--trainer.max_steps",
+        "40",
+        "--trainer.val_check_interval",
+        "20",
+        "--trainer.output_dir",
+        str(tmp_path / "run"),
+        "--trainer.progress_bar",
+        "false",
+    )
     bundle = tmp_path / "run" / "bundle"
     assert out["bundle"] == str(bundle) and out["steps"] == 40 and out["world_size"] == 1
-    assert 5.0 < out["val_loss"] < math.log(4000) + 0.5 and out["val_ppl"] == pytest.approx(math.exp(out["val_loss"]), rel=1e-3)
+    assert 5.0 < out["val_loss"] < math.log(4000) + 0.5 and out["val_ppl"] == pytest.approx(
+        math.exp(out["val_loss"]), rel=1e-3
+    )
     info = json.loads((bundle / "llmstart.json").read_text())
     assert info["task"] == "masked-lm" and info["block_size"] == 64 and (bundle / "model.safetensors").exists()
     ev = run_cli("evaluate", "--model", str(bundle), "--data", "sample:corpus")
     assert ev["task"] == "masked-lm" and ev["tokens"] > 1000
-    assert abs(ev["loss"] - out["val_loss"]) < 0.5   # the whole corpus vs its held-out tenth: close, not equal
+    assert abs(ev["loss"] - out["val_loss"]) < 0.5  # the whole corpus vs its held-out tenth: close, not equal
     # the same command again resumes the finished run instead of starting over
-    r = cli("pretrain", "--config", "tiny-mlm", "--trainer.max_steps", "40", "--trainer.output_dir", tmp_path / "run",
-            "--trainer.progress_bar", "false")
+    r = cli(
+        "pretrain",
+        "--config",
+        "tiny-mlm",
+        "--trainer.max_steps",
+        "40",
+        "--trainer.output_dir",
+        tmp_path / "run",
+        "--trainer.progress_bar",
+        "false",
+    )
     assert r.returncode == 0 and "resuming from" in r.stderr and "at step 40" in r.stderr
 
 
 def test_ddp_two_processes_matches_one(tmp_path, shared):
-    common = ["--config", "shakespeare-char", "--data.source", str(shared("tinyshakespeare.txt")),
-              "--trainer.max_steps", "150", "--trainer.val_check_interval", "150", "--trainer.limit_val_batches", "40",
-              "--trainer.progress_bar", "false", "--trainer.accelerator", "cpu"]
+    common = [
+        "--config",
+        "shakespeare-char",
+        "--data.source",
+        str(shared("tinyshakespeare.txt")),
+        "--trainer.max_steps",
+        "150",
+        "--trainer.val_check_interval",
+        "150",
+        "--trainer.limit_val_batches",
+        "40",
+        "--trainer.progress_bar",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+    ]
     one = run_cli("pretrain", *common, "--data.batch_size", "24", "--trainer.output_dir", str(tmp_path / "one"))
-    two = run_cli("pretrain", *common, "--data.batch_size", "12", "--trainer.strategy", "ddp", "--trainer.devices", "2",
-                  "--trainer.output_dir", str(tmp_path / "two"), process=True)
+    two = run_cli(
+        "pretrain",
+        *common,
+        "--data.batch_size",
+        "12",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.output_dir",
+        str(tmp_path / "two"),
+        process=True,
+    )
     assert one["world_size"] == 1 and two["world_size"] == 2 and one["steps"] == two["steps"] == 150
     # the same effective batch (24 sequences a step): the losses agree within run-to-run noise
     assert abs(one["val_loss"] - two["val_loss"]) < 0.08, (one, two)

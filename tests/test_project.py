@@ -1,4 +1,5 @@
 """The literate project's own rules: the runtime package, the notebooks, the sidebar, the README."""
+
 import ast
 import json
 import re
@@ -14,14 +15,17 @@ GUIDES = sorted(p for p in (NBS / "guides").glob("*.ipynb"))
 
 
 def settings():
-    cfg = ConfigParser(delimiters=["="]); cfg.read(ROOT / "settings.ini", encoding="utf-8")
+    cfg = ConfigParser(delimiters=["="])
+    cfg.read(ROOT / "settings.ini", encoding="utf-8")
     return cfg["DEFAULT"]
 
 
 def test_runtime_package_never_imports_dev_tools():
     mods = [p.stem for p in (ROOT / "llmstart").glob("*.py") if not p.stem.startswith("_")]
-    code = (f"import sys, importlib\nfor m in {mods!r}: importlib.import_module('llmstart.' + m)\n"
-            "print(sorted(m for m in ('nbdev', 'fastcore', 'execnb', 'ghapi') if m in sys.modules))")
+    code = (
+        f"import sys, importlib\nfor m in {mods!r}: importlib.import_module('llmstart.' + m)\n"
+        "print(sorted(m for m in ('nbdev', 'fastcore', 'execnb', 'ghapi') if m in sys.modules))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]"
@@ -52,11 +56,16 @@ def test_every_export_is_documented_and_demonstrated():
         cells = json.loads(nb_path.read_text())["cells"]
         for i, c in enumerate(cells):
             src = "".join(c["source"])
-            if c["cell_type"] != "code" or not src.startswith("#| export"): continue
-            names = [n.name for n in ast.parse(src).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
-                     and not n.name.startswith("_")]
-            if not names: continue
-            following = "".join("".join(x["source"]) for x in cells[i + 1:i + 4] if x["cell_type"] == "code")
+            if c["cell_type"] != "code" or not src.startswith("#| export"):
+                continue
+            names = [
+                n.name
+                for n in ast.parse(src).body
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")
+            ]
+            if not names:
+                continue
+            following = "".join("".join(x["source"]) for x in cells[i + 1 : i + 4] if x["cell_type"] == "code")
             assert any(n in following for n in names), f"{nb_path.name}: cell {i} ({names}) has no show_doc or example"
 
 

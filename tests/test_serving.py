@@ -1,4 +1,5 @@
 """Chapter 6: ONNX export with parity, and the LitServe server on loopback -- bad input, load, API key, shutdown."""
+
 import json
 import subprocess
 
@@ -20,8 +21,19 @@ def bundles(shared, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     write_snli_parts(shared("snli_dev.jsonl"), tmp, {"train": range(320), "test": range(320, 520)}, seed=1)
     finetune_minilm(tmp / "train.jsonl", tmp)
-    r = cli("export", "--model", tmp / "model", "--format", "onnx", "--output", tmp / "onnx", "--parity-data",
-            tmp / "test.jsonl", "--quantize", "true")
+    r = cli(
+        "export",
+        "--model",
+        tmp / "model",
+        "--format",
+        "onnx",
+        "--output",
+        tmp / "onnx",
+        "--parity-data",
+        tmp / "test.jsonl",
+        "--quantize",
+        "true",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp, json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -49,6 +61,7 @@ def test_export_refuses_an_int8_bundle(bundles, tmp_path):
     tmp, _ = bundles
     from llmstart.optimization import quantize_int8, save_int8_bundle
     from llmstart.finetuning import load_classifier
+
     model, tok, info = load_classifier(tmp / "model")
     save_int8_bundle(quantize_int8(model), tok, tmp_path / "int8", info)
     r = cli("export", "--model", tmp_path / "int8", "--output", tmp_path / "x")
@@ -57,7 +70,11 @@ def test_export_refuses_an_int8_bundle(bundles, tmp_path):
 
 BAD = [  # (what, request kwargs, status)
     ("invalid JSON", dict(content=b"{premise: 1", headers={"Content-Type": "application/json"}), 422),
-    ("wrong content type", dict(content=b"premise=a&hypothesis=b", headers={"Content-Type": "application/x-www-form-urlencoded"}), 422),
+    (
+        "wrong content type",
+        dict(content=b"premise=a&hypothesis=b", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+        422,
+    ),
     ("missing field", dict(json={"premise": "A man sleeps."}), 422),
     ("wrong type", dict(json={"premise": 3, "hypothesis": "b"}), 422),
     ("extra field", dict(json={"premise": "a", "hypothesis": "b", "debug": True}), 422),
@@ -66,7 +83,11 @@ BAD = [  # (what, request kwargs, status)
     ("1 MB text", dict(json={"premise": "a" * 1_000_000, "hypothesis": "b"}), 413),
     ("text over the limit", dict(json={"premise": "word " * 500, "hypothesis": "b"}), 413),
     ("too many inputs", dict(json={"inputs": [{"premise": "a", "hypothesis": "b"}] * 65}), 413),
-    ("non-UTF-8 bytes", dict(content=b'{"premise": "\xff\xfe", "hypothesis": "b"}', headers={"Content-Type": "application/json"}), 400),
+    (
+        "non-UTF-8 bytes",
+        dict(content=b'{"premise": "\xff\xfe", "hypothesis": "b"}', headers={"Content-Type": "application/json"}),
+        400,
+    ),
     ("single text to a pair model", dict(json={"text": "hello"}), 422),
     ("mixed kinds", dict(json={"inputs": [{"text": "a"}, {"premise": "a", "hypothesis": "b"}]}), 422),
 ]
@@ -89,7 +110,8 @@ def test_bad_input_gets_a_clear_4xx(server, what, kwargs, status):
 
 
 def test_no_crash_logged(server):
-    for _, kwargs, _ in BAD: httpx.post(server.url + "/predict", timeout=30, **kwargs)
+    for _, kwargs, _ in BAD:
+        httpx.post(server.url + "/predict", timeout=30, **kwargs)
     log = server.log.read_text()
     assert "Traceback" not in log and "Internal server error" not in log and " 500 " not in log
 
@@ -110,7 +132,10 @@ def test_2000_requests_match_predict(bundles, server):
     want = predict(tmp / "model", x)
     for i, answer in enumerate(result["responses"]):
         got, ref = answer["predictions"][0], want[i % len(x)]
-        assert got["label"] == ref["label"] or max(abs(got["probabilities"][l] - ref["probabilities"][l]) for l in LABELS) < 1e-3
+        assert (
+            got["label"] == ref["label"]
+            or max(abs(got["probabilities"][l] - ref["probabilities"][l]) for l in LABELS) < 1e-3
+        )
     assert result["p99_ms"] >= result["p50_ms"] > 0 and result["rps"] > 0
     # several examples in one request come back in order
     many = D.Client(server.url).predict(x[:5])
@@ -123,40 +148,55 @@ def test_api_key_and_shutdown(bundles):
     try:
         body = D.request_body([("A dog runs.", "An animal moves.")])
         assert httpx.post(srv.url + "/predict", json=body, timeout=30).status_code == 401
-        assert httpx.post(srv.url + "/predict", json=body, headers={"X-API-Key": "wrong"}, timeout=30).status_code == 401
+        assert (
+            httpx.post(srv.url + "/predict", json=body, headers={"X-API-Key": "wrong"}, timeout=30).status_code == 401
+        )
         assert httpx.get(srv.url + "/info", timeout=10).status_code == 401
         ok = httpx.post(srv.url + "/predict", json=body, headers={"X-API-Key": KEY}, timeout=30)
         assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] in LABELS
-        assert httpx.get(srv.url + "/health", timeout=10).status_code == 200      # probes need no key
+        assert httpx.get(srv.url + "/health", timeout=10).status_code == 200  # probes need no key
     finally:
         code = srv.stop()
     assert code == 0 and not D.port_in_use(srv.port)
-    assert subprocess.run(["pgrep", "-f", "--", f"--port {srv.port}"], capture_output=True).returncode == 1   # nothing left
+    assert (
+        subprocess.run(["pgrep", "-f", "--", f"--port {srv.port}"], capture_output=True).returncode == 1
+    )  # nothing left
 
 
 def test_stops_on_ctrl_c_when_the_caller_ignores_it(bundles):
     "A caller started with `&` in a script ignores SIGINT; the server it starts must not inherit that (stop: exit 0, fast)."
     import signal
     import sys
+
     tmp, _ = bundles
-    code = ("import time; from llmstart.deployment import ServerProcess\n"
-            f"s = ServerProcess({str(tmp / 'model')!r}); t = time.perf_counter(); rc = s.stop()\n"
-            "print(rc, round(time.perf_counter() - t, 1))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    code = (
+        "import time; from llmstart.deployment import ServerProcess\n"
+        f"s = ServerProcess({str(tmp / 'model')!r}); t = time.perf_counter(); rc = s.stop()\n"
+        "print(rc, round(time.perf_counter() - t, 1))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rc, seconds = r.stdout.split()
-    assert rc == "0" and float(seconds) < 20, r.stdout      # not the 30 s wait, then SIGKILL (-9)
+    assert rc == "0" and float(seconds) < 20, r.stdout  # not the 30 s wait, then SIGKILL (-9)
 
 
 def test_compressed_bundles_serve(bundles, tmp_path):
     "Issue 7: the bundles each compression method writes load in the server's hooks and answer as `predict` does."
     from llmstart.finetuning import load_classifier
     from llmstart.optimization import Distiller, magnitude_prune, quantize_int8, save_int8_bundle
+
     tmp, _ = bundles
     model, tok, info = load_classifier(tmp / "model")
-    made = {"int8": save_int8_bundle(quantize_int8(model), tok, tmp_path / "int8", info),
-            "distill": Distiller(str(tmp / "model"), student_layers=3).save_bundle(tmp_path / "distill", tok)}
+    made = {
+        "int8": save_int8_bundle(quantize_int8(model), tok, tmp_path / "int8", info),
+        "distill": Distiller(str(tmp / "model"), student_layers=3).save_bundle(tmp_path / "distill", tok),
+    }
     pruned = SequenceClassifier(str(tmp / "model"), labels=LABELS)
     magnitude_prune(pruned.model, 0.5)
     pruned.data_info = {k: info[k] for k in ("text_columns", "max_length")}
@@ -171,8 +211,9 @@ def answer(api, examples):
     """What a server's worker does with one request, in this process: its hooks in order (setup, decode_request, batch,
     predict, unbatch, encode_response). The HTTP layer around them is proven by the real server above."""
     import signal
+
     ctrl_c = signal.getsignal(signal.SIGINT)
     api.setup("cpu")
-    signal.signal(signal.SIGINT, ctrl_c)                 # setup hands Ctrl-C to the main process: give it back to pytest
+    signal.signal(signal.SIGINT, ctrl_c)  # setup hands Ctrl-C to the main process: give it back to pytest
     request = D.PredictRequest(**D.request_body(examples))
     return api.encode_response(api.unbatch(api.predict(api.batch([api.decode_request(request)])))[0])["predictions"]

@@ -1,4 +1,5 @@
 """Chapter 2: resume after SIGKILL, precision from the hardware, the recipe's optimizer and schedule."""
+
 import json
 import signal
 import subprocess
@@ -44,7 +45,7 @@ def test_killed_run_resumes_with_the_same_command(tmp_path, shared):
     assert victim.returncode == -signal.SIGKILL
     saved_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert 20 <= saved_step < 120
-    resumed, err = result(start(tmp_path / "victim", corpus))   # the same command again
+    resumed, err = result(start(tmp_path / "victim", corpus))  # the same command again
     assert f"resuming from {last} at step {saved_step}" in err
     ref, _ = result(reference)
     assert resumed["global_step"] == ref["global_step"] == 120
@@ -60,18 +61,28 @@ def test_resume_in_a_later_epoch_sees_the_same_batches(tmp_path, kind):
     from llmstart.data import ClassificationDataModule, LanguageModelingDataModule
     from llmstart.embeddings import train_tokenizer
     from llmstart.pretraining import CausalLM
+
     tok = train_tokenizer("sample:corpus", "wordpiece", vocab_size=1000)
 
     class Record(Callback):
-        def __init__(self): self.batches = {}
+        def __init__(self):
+            self.batches = {}
+
         def on_train_batch_start(self, trainer, module, batch, i):
             # which examples: their lengths and segments (masking, random by design, changes input_ids, not these)
-            seen = (batch["attention_mask"].sum(1) * 1000 + batch.get("token_type_ids", batch["attention_mask"]).sum(1)).tolist()
-            self.batches[trainer.global_step] = (trainer.current_epoch, batch["input_ids"].shape, seen) if kind == "sentence-pair" \
+            seen = (
+                batch["attention_mask"].sum(1) * 1000 + batch.get("token_type_ids", batch["attention_mask"]).sum(1)
+            ).tolist()
+            self.batches[trainer.global_step] = (
+                (trainer.current_epoch, batch["input_ids"].shape, seen)
+                if kind == "sentence-pair"
                 else (trainer.current_epoch, batch["input_ids"].sum().item())
+            )
+
     class Crash(Callback):
         def on_train_batch_start(self, trainer, *a):
-            if trainer.global_step == 50: raise RuntimeError("crash")   # just after the checkpoint of step 50
+            if trainer.global_step == 50:
+                raise RuntimeError("crash")  # just after the checkpoint of step 50
 
     def run(out, *callbacks):
         L.seed_everything(0, verbose=False)
@@ -80,48 +91,72 @@ def test_resume_in_a_later_epoch_sees_the_same_batches(tmp_path, kind):
             model = CausalLM(tok, n_layer=1, n_head=2, n_embd=32, block_size=64, lr=2e-3, warmup=0.1)
         elif kind == "sentence-pair":
             from llmstart.pretraining import MaskedLM, SentencePairDataModule
+
             data = SentencePairDataModule("sample:corpus", tokenizer=tok, task="sop", max_length=64, batch_size=16)
             model = MaskedLM(tok, hidden_size=32, num_layers=1, num_heads=2, max_positions=64, pair_task="sop", lr=2e-3)
         else:
             from llmstart.finetuning import Classifier
+
             data = ClassificationDataModule("sample:nli-val", tokenizer=tok, batch_size=32)
-            class Bag(Classifier):   # a bag of embeddings: enough to have a loss that depends on the batch
+
+            class Bag(Classifier):  # a bag of embeddings: enough to have a loss that depends on the batch
                 def __init__(self):
                     super().__init__(lr=1e-2, warmup=0.1)
                     self.emb, self.out = nn.EmbeddingBag(len(tok), 16), nn.Linear(16, 3)
                     self.setup_metrics(3)
+
                 def forward_loss(self, batch):
                     logits = self.out(self.emb(batch["input_ids"]))
-                    return {"loss": nn.functional.cross_entropy(logits, batch["labels"]), "n": len(logits),
-                            "_logits": logits, "_labels": batch["labels"]}
+                    return {
+                        "loss": nn.functional.cross_entropy(logits, batch["labels"]),
+                        "n": len(logits),
+                        "_logits": logits,
+                        "_labels": batch["labels"],
+                    }
+
             model = Bag()
         rec = Record()
-        trainer = T.make_trainer(out, max_steps=80, checkpoint_every_n_steps=50, progress_bar=False, monitor=None,
-                                 logger=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                                 callbacks=[rec, *callbacks])
+        trainer = T.make_trainer(
+            out,
+            max_steps=80,
+            checkpoint_every_n_steps=50,
+            progress_bar=False,
+            monitor=None,
+            logger=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[rec, *callbacks],
+        )
         T.fit(trainer, model, data)
         return rec.batches, trainer
 
     full, trainer = run(tmp_path / "full")
-    assert full[50][0] >= 2 and 50 % trainer.num_training_batches != 0     # step 50 is inside epoch 2 or later
-    with pytest.raises(RuntimeError, match="crash"): run(tmp_path / "resumed", Crash())
+    assert full[50][0] >= 2 and 50 % trainer.num_training_batches != 0  # step 50 is inside epoch 2 or later
+    with pytest.raises(RuntimeError, match="crash"):
+        run(tmp_path / "resumed", Crash())
     resumed, trainer2 = run(tmp_path / "resumed")
     assert min(resumed) == 50
     assert {s: resumed[s] for s in range(50, 80)} == {s: full[s] for s in range(50, 80)}
     assert trainer2.global_step == 80
 
 
-@pytest.mark.parametrize("capability, expected", [
-    ((9, 0), "bf16-mixed"),   # H100 / H200
-    ((8, 0), "bf16-mixed"),   # A100
-    ((8, 6), "bf16-mixed"),   # RTX 30xx, A10
-    ((7, 5), "16-mixed"),     # T4 (Colab's free GPU)
-    ((7, 0), "16-mixed"),     # V100
-    ((6, 0), "16-mixed"),     # P100
-])
+@pytest.mark.parametrize(
+    "capability, expected",
+    [
+        ((9, 0), "bf16-mixed"),  # H100 / H200
+        ((8, 0), "bf16-mixed"),  # A100
+        ((8, 6), "bf16-mixed"),  # RTX 30xx, A10
+        ((7, 5), "16-mixed"),  # T4 (Colab's free GPU)
+        ((7, 0), "16-mixed"),  # V100
+        ((6, 0), "16-mixed"),  # P100
+    ],
+)
 def test_precision_follows_the_gpu(capability, expected):
-    with mock.patch("torch.cuda.is_available", return_value=True), \
-         mock.patch("torch.cuda.get_device_capability", return_value=capability):
+    with (
+        mock.patch("torch.cuda.is_available", return_value=True),
+        mock.patch("torch.cuda.get_device_capability", return_value=capability),
+    ):
         assert T.choose_precision() == expected
         assert T.choose_precision("gpu") == expected
         assert T.choose_precision("cpu") == "32-true"
@@ -131,8 +166,12 @@ def test_precision_on_cpu_and_override(tmp_path):
     with mock.patch("torch.cuda.is_available", return_value=False):
         assert T.choose_precision() == "32-true"
         assert T.make_trainer(tmp_path, max_steps=1, progress_bar=False, logger=False).precision == "32-true"
-    assert T.make_trainer(tmp_path, max_steps=1, precision="bf16-mixed", accelerator="cpu", progress_bar=False,
-                          logger=False).precision == "bf16-mixed"
+    assert (
+        T.make_trainer(
+            tmp_path, max_steps=1, precision="bf16-mixed", accelerator="cpu", progress_bar=False, logger=False
+        ).precision
+        == "bf16-mixed"
+    )
 
 
 class Tiny(T.Recipe):
@@ -169,21 +208,35 @@ def test_schedule_accumulation_and_clipping(tmp_path):
 
         def on_before_zero_grad(self, trainer, pl_module, optimizer):  # after the step: the gradients it used
             grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-            if grads: norms.append(float(torch.nn.utils.get_total_norm(grads)))
+            if grads:
+                norms.append(float(torch.nn.utils.get_total_norm(grads)))
 
-    trainer = T.make_trainer(tmp_path, max_epochs=2, accumulate_grad_batches=2, gradient_clip_val=0.5, monitor=None,
-                             logger=False, progress_bar=False, callbacks=[Watch()], enable_model_summary=False)
+    trainer = T.make_trainer(
+        tmp_path,
+        max_epochs=2,
+        accumulate_grad_batches=2,
+        gradient_clip_val=0.5,
+        monitor=None,
+        logger=False,
+        progress_bar=False,
+        callbacks=[Watch()],
+        enable_model_summary=False,
+    )
     trainer.fit(model, loader())
     # 8 batches an epoch, accumulated in pairs: 4 optimizer steps an epoch, 8 in all
     assert trainer.global_step == 8 and len(lrs) == 8
-    assert lrs[:3] == pytest.approx([0.0, 0.05, 0.1]) and lrs[-1] == pytest.approx(0.1 / 6)  # warmup 2, linear to 0 at 8
-    assert len(norms) >= 7 and max(norms) <= 0.5 + 1e-5 and max(norms) > 0.49   # clipped to 0.5, and clipping happened
+    assert lrs[:3] == pytest.approx([0.0, 0.05, 0.1]) and lrs[-1] == pytest.approx(
+        0.1 / 6
+    )  # warmup 2, linear to 0 at 8
+    assert len(norms) >= 7 and max(norms) <= 0.5 + 1e-5 and max(norms) > 0.49  # clipped to 0.5, and clipping happened
 
 
 def test_fit_needs_a_finite_run_for_the_schedule(tmp_path):
     class Endless(torch.utils.data.IterableDataset):
         def __iter__(self):
-            while True: yield torch.randn(4), torch.randn(1)
+            while True:
+                yield torch.randn(4), torch.randn(1)
+
     trainer = T.make_trainer(tmp_path, max_epochs=1, monitor=None, logger=False, progress_bar=False)
     with pytest.raises(ValueError, match="set the trainer's max_steps"):
         trainer.fit(Tiny(), torch.utils.data.DataLoader(Endless(), batch_size=4))
@@ -194,6 +247,7 @@ def test_loggers_are_csv_without_wandb(tmp_path, monkeypatch):
     loggers = T.make_loggers(tmp_path, "x")
     try:
         import wandb  # noqa: F401
+
         assert len(loggers) == 2
     except ImportError:
         assert [type(l).__name__ for l in loggers] == ["CSVLogger"]

@@ -6,10 +6,12 @@
 Runs offline at the tiny scale unless the environment says otherwise; stops at the first error. Like `nbdev_test`, it
 skips cells marked `#| eval: false`, and cells flagged `#| gpu` when there is no GPU.
 """
+
 import os, re, subprocess, sys, time
 from pathlib import Path
 
-for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}.items(): os.environ.setdefault(k, v)
+for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}.items():
+    os.environ.setdefault(k, v)
 from execnb.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
 
@@ -19,6 +21,7 @@ if __name__ == "__main__":
         os.chdir(path.parent)
         nb, t0 = read_nb(path), time.perf_counter()
         import torch
+
         skip_flags = "eval:\\s*false" + ("" if torch.cuda.is_available() else "|gpu")
         skip = lambda cell: cell.cell_type == "code" and re.search(rf"^#\|\s*({skip_flags})\s*$", cell.source, re.M)
         CaptureShell(path).run_all(nb, exc_stop=True, preproc=skip)
