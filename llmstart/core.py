@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Iterator, Sequence
 __all__ = ['SCALES', 'SCRATCH_PREFIX', 'OUTPUT_MARKER', 'DataError', 'UsageError', 'quiet_known_noise', 'pick_scale', 'reachable',
            'hub_offline', 'hub_reachable', 'load_pretrained', 'clean_stale_scratch', 'scratch_folder', 'scratch',
            'read_output_marker', 'check_output', 'output_folder', 'normalize_options', 'short_usage_error',
-           'parse_command']
+           'parse_command', 'method_of']
 
 # %% ../nbs/09_core.ipynb #7301308b
 class DataError(ValueError):
@@ -119,7 +120,7 @@ def _no_hub(name, why: str) -> UsageError:
         "by llmstart, or a save_pretrained folder -- or run where the hub is reachable"
     )
 
-
+# %% ../nbs/09_core.ipynb #4a0d9ef4
 @contextmanager
 def _no_progress_bar():
     "transformers' progress bars off (its 'Loading weights' bar for a local folder tells a reader nothing), then as before."
@@ -133,7 +134,7 @@ def _no_progress_bar():
         if was:
             hf_logging.enable_progress_bar()
 
-
+# %% ../nbs/09_core.ipynb #819fb893
 def load_pretrained(cls, name, **kwargs):
     """`cls.from_pretrained(name, **kwargs)` for a local folder or a hub id. When `name` is not a folder and the hub cannot
     provide it (offline mode, no network, no such model), a `UsageError` that says so and what to pass instead."""
@@ -164,7 +165,7 @@ def _clean_scratch():
 
 atexit.register(_clean_scratch)
 
-
+# %% ../nbs/09_core.ipynb #90e7eb9a
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -174,7 +175,7 @@ def _alive(pid: int) -> bool:
         return True
     return True
 
-
+# %% ../nbs/09_core.ipynb #20a6c5a0
 def clean_stale_scratch() -> int:
     "Remove the scratch folders of llmstart processes that no longer run; returns how many were removed."
     removed = 0
@@ -185,7 +186,7 @@ def clean_stale_scratch() -> int:
             removed += 1
     return removed
 
-
+# %% ../nbs/09_core.ipynb #7e4f8e2c
 def scratch_folder(prefix: str = SCRATCH_PREFIX) -> Path:
     "A new temporary folder, removed when this process exits (or, if it cannot clean up, by the next llmstart process)."
     clean_stale_scratch()
@@ -320,7 +321,7 @@ def _class_options(class_path: str) -> list[str]:
         if p not in ("self", "args", "kwargs")
     ]
 
-
+# %% ../nbs/09_core.ipynb #184ba479
 def short_usage_error(message: str, options: Sequence[str], prog: str, argv: Sequence[str] = ()) -> str:
     """One line for a command-line parser's error `message`: what is wrong and, for an unknown option or recipe key, the
     nearest of the valid `options` (or of the parameters of the class the message names). An unknown option in `argv`
@@ -387,3 +388,16 @@ def parse_command(
         options = [o for a in parser._actions for o in a.option_strings]
         raise UsageError(short_usage_error(str(e), options, prog, argv)) from None
     return {k: v for k, v in vars(parser.instantiate_classes(cfg)).items() if k != "config"}
+
+# %% ../nbs/09_core.ipynb #9695fe69
+def method_of(cls: type):
+    """Decorator: make the function a method of `cls` (replacing one of the same name). The name the function is defined
+    under keeps what it named before in the module, so a method named like a module function (`save_bundle`, say)
+    does not replace that function."""
+
+    def add(f):
+        f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+        setattr(cls, f.__name__, f)
+        return sys._getframe(1).f_globals.get(f.__name__, f)
+
+    return add

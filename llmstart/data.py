@@ -25,16 +25,17 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from .core import DataError, UsageError, hub_offline, hub_reachable, load_pretrained, pick_scale
+from .core import DataError, UsageError, hub_offline, hub_reachable, load_pretrained, method_of, pick_scale
 
 # %% auto #0
 __all__ = ['SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCHEMAS', 'NLI_LABELS', 'MINILM_HUB_ID', 'data_dir',
            'shared_file', 'sample_path', 'load_hub', 'resolve_source', 'SkippedRows', 'SkippedRowsWarning',
            'read_records', 'detect_schema', 'label_names_for', 'load_classification', 'label_names', 'text_columns_of',
-           'labelled_examples', 'data_options', 'minilm_path', 'tokenize_classification', 'token_lengths',
-           'padding_stats', 'SeededRandomSampler', 'LengthGroupedBatchSampler', 'load_corpus', 'split_documents',
-           'separator_id', 'token_stream', 'pack_blocks', 'RandomWindows', 'as_tokenizer', 'fit_epoch', 'make_loader',
-           'DataModule', 'classification_loader', 'ClassificationDataModule', 'causal_lm_collate',
+           'labelled_examples', 'data_options', 'DataOptions', 'minilm_path', 'tokenize_classification',
+           'token_lengths', 'padding_stats', 'SeededRandomSampler', 'LengthGroupedBatchSampler', 'load_corpus',
+           'split_documents', 'separator_id', 'token_stream', 'pack_blocks', 'RandomWindows', 'as_tokenizer',
+           'fit_epoch', 'make_loader', 'DataModule', 'classification_loader', 'ClassificationDataModule',
+           'stratified_split', 'setup', 'train_dataloader', 'val_dataloader', 'causal_lm_collate',
            'LanguageModelingDataModule', 'make_synthetic_nli', 'write_synthetic_nli', 'inspect_data', 'cli_data']
 
 # %% ../nbs/00_data.ipynb #17289a70
@@ -159,7 +160,54 @@ SKIP_HINT = (
 def _bad(path, line, what) -> DataError:
     return DataError(f"{path}, line {line}: {what}. {SKIP_HINT}")
 
+# %% ../nbs/00_data.ipynb #46d56dff
+def _json_array_records(f, path, bad, report) -> Iterator[tuple[int, dict]]:
+    "The objects of a JSON array (`[{...}, {...}]`), numbered from 1."
+    try:
+        rows = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}, line {e.lineno}: broken JSON ({e.msg})") from e
+    for i, r in enumerate(rows, 1):
+        report.total += 1
+        if isinstance(r, dict):
+            yield i, r
+        else:
+            bad(i, f"record {i} is not a JSON object")
 
+
+def _json_lines_records(f, path, bad, report) -> Iterator[tuple[int, dict]]:
+    "One JSON object a line; blank lines are not rows."
+    for i, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        report.total += 1
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            bad(i, f"broken JSON ({e.msg.removesuffix(' at')} at column {e.colno})")
+            continue
+        if isinstance(r, dict):
+            yield i, r
+        else:
+            bad(i, "not a JSON object")
+
+# %% ../nbs/00_data.ipynb #0f0ba994
+def _delimited_records(f, path, bad, report) -> Iterator[tuple[int, dict]]:
+    "The rows of a CSV (or TSV) file under its header row, each numbered by the line it starts on."
+    reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    if reader.fieldnames is None:
+        raise DataError(f"{path}: empty file, expected a header row")
+    line, names = 1, reader.fieldnames
+    for r in reader:
+        line, start = reader.line_num, line + 1  # a quoted field may span lines: a row starts after the last one
+        report.total += 1
+        if None in r or None in r.values():  # too many / too few fields
+            got = len(names) + len(r.get(None, [])) - sum(v is None for v in r.values())
+            bad(start, f"expected {len(names)} fields ({', '.join(names)}), got {got}")
+            continue
+        yield start, r
+
+# %% ../nbs/00_data.ipynb #21f142ad
 def read_records(
     path: str | os.PathLike, *, skip_bad: bool = False, report: SkippedRows | None = None
 ) -> Iterator[tuple[int, dict]]:
@@ -173,53 +221,16 @@ def read_records(
         report.add(what, line)
 
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv", ".tsv"):
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use JSON lines (.jsonl), JSON, CSV or TSV")
     # utf-8-sig: a byte-order mark (spreadsheets' "CSV UTF-8" starts with one) is not part of the first column's name
     with open(path, encoding="utf-8-sig", newline="") as f:
-        if suffix in (".jsonl", ".json") and f.read(1) == "[":  # a JSON array of objects
+        if suffix in (".csv", ".tsv"):
+            reader = _delimited_records
+        else:  # JSON lines, or a JSON array of objects
+            reader = _json_array_records if f.read(1) == "[" else _json_lines_records
             f.seek(0)
-            try:
-                rows = json.load(f)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {e.lineno}: broken JSON ({e.msg})") from e
-            for i, r in enumerate(rows, 1):
-                report.total += 1
-                if isinstance(r, dict):
-                    yield i, r
-                else:
-                    bad(i, f"record {i} is not a JSON object")
-        elif suffix in (".jsonl", ".json"):
-            f.seek(0)
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                report.total += 1
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as e:
-                    bad(i, f"broken JSON ({e.msg.removesuffix(' at')} at column {e.colno})")
-                    continue
-                if isinstance(r, dict):
-                    yield i, r
-                else:
-                    bad(i, "not a JSON object")
-        elif suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            if reader.fieldnames is None:
-                raise DataError(f"{path}: empty file, expected a header row")
-            line = 1
-            for r in reader:
-                line, start = reader.line_num, line + 1
-                report.total += 1
-                if None in r or None in r.values():  # too many / too few fields
-                    bad(
-                        start,
-                        f"expected {len(reader.fieldnames)} fields ({', '.join(reader.fieldnames)}), "
-                        f"got {len(reader.fieldnames) + len(r.get(None, [])) - sum(v is None for v in r.values())}",
-                    )
-                    continue
-                yield start, r
-        else:
-            raise DataError(f"{path}: unsupported file type {suffix!r}; use JSON lines (.jsonl), JSON, CSV or TSV")
+        yield from reader(f, path, bad, report)
 
 # %% ../nbs/00_data.ipynb #0b9174c1
 KNOWN_SCHEMAS = (
@@ -268,7 +279,7 @@ def label_names_for(values: Iterable[str | int]) -> list[str]:
 class _Bad(Exception):
     "A record is bad; the message says why."
 
-
+# %% ../nbs/00_data.ipynb #b95b22f1
 def _label_value(value, names: Sequence[str] | None) -> int | str:
     "The class index of `value` (or, before the names are known, the normalised value); raises `_Bad`."
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -291,7 +302,7 @@ def _label_value(value, names: Sequence[str] | None) -> int | str:
         raise _Bad(f"unknown label {value!r} (expected one of {', '.join(names)})")
     return value
 
-
+# %% ../nbs/00_data.ipynb #8f6bc24b
 def _check_record(r: dict, text_columns: Sequence[str], label_column: str, names: Sequence[str] | None) -> dict:
     "The record's text columns and label value, checked; raises `_Bad`."
     out = {}
@@ -307,7 +318,7 @@ def _check_record(r: dict, text_columns: Sequence[str], label_column: str, names
     out[label_column] = _label_value(r.get(label_column), names)
     return out
 
-
+# %% ../nbs/00_data.ipynb #8ae996d7
 def _hub_records(ds, batch_size: int = 1000) -> Iterator[tuple[int, dict]]:
     "Rows of a hub `datasets.Dataset` as `(row number, record)`, read in batches (fast)."
     n = 0
@@ -416,6 +427,29 @@ def data_options(
         "label_column": label_column or info.get("label_column") or "label",
         "skip_bad": skip_bad,
     }
+
+# %% ../nbs/00_data.ipynb #ca8e5ced
+@dataclass(frozen=True, kw_only=True)
+class DataOptions:
+    """How labelled data is read: the options every command that reads it takes (see `data_options`).
+
+    Args:
+        text_columns: the text column(s) (default: the ones the model was trained on, else found by name)
+        label_column: the label column (default: the one the model was trained on, else label)
+        skip_bad: skip bad rows and count them, instead of stopping at the first
+    """
+
+    text_columns: list[str] | None = None
+    label_column: str | None = None
+    skip_bad: bool = False
+
+    def reading(self) -> dict:
+        "The options as keyword arguments of `data_options` (and of `measure`, `export_onnx`, ...)."
+        return {"text_columns": self.text_columns, "label_column": self.label_column, "skip_bad": self.skip_bad}
+
+    def for_model(self, info: Mapping) -> dict:
+        "Keyword arguments of `load_classification` for the model whose bundle metadata is `info` (`data_options`)."
+        return data_options(info, **self.reading())
 
 # %% ../nbs/00_data.ipynb #f7ccf7b4
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -541,7 +575,7 @@ def _documents(lines: Iterable[str], by: str) -> list[str]:
         return [text] if text.strip() else []
     raise UsageError(f"by must be 'line', 'paragraph' or 'file', got {by!r}")
 
-
+# %% ../nbs/00_data.ipynb #c1fbad71
 def load_corpus(
     source: str | os.PathLike = "sample:corpus",
     *,
@@ -771,57 +805,55 @@ class ClassificationDataModule(DataModule):
         self.tokenizer = as_tokenizer(tokenizer)
         self.train_ds = self.val_ds = None
 
-    def _load(self, source, split, labels):
-        h = self.hparams
-        return load_classification(
-            source,
-            split=split,
-            text_columns=h.text_columns,
-            label_column=h.label_column,
-            labels=labels,
-            skip_bad=h.skip_bad,
-            name=h.name,
-        )
-
-    def setup(self, stage: str | None = None):
-        if self.train_ds is not None:
-            return
-        h = self.hparams
-        train = self._load(h.train_file, h.train_split, h.labels)
-        if h.val_file:
-            val_source = h.val_file
-        elif resolve_source(h.train_file)[0] == "hub":
-            val_source = h.train_file
-        else:
-            val_source = None
-        if val_source is not None:
-            # the validation data is read with the training label names: an unseen label is an error naming its line
-            val = self._load(val_source, h.val_split, label_names(train))
-        else:
-            try:
-                parts = train.train_test_split(test_size=h.val_fraction, seed=h.seed, stratify_by_column="label")
-            except ValueError:
-                parts = train.train_test_split(test_size=h.val_fraction, seed=h.seed)  # a class too small to stratify
-            train, val = parts["train"], parts["test"]
-        self.label_names, self.text_columns = label_names(train), text_columns_of(train)
-        self.train_ds = tokenize_classification(train, self.tokenizer, h.max_length)
-        self.val_ds = tokenize_classification(val, self.tokenizer, h.max_length)
-
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
 
-    def _loader(self, ds, train: bool):
-        from transformers import DataCollatorWithPadding
+# %% ../nbs/00_data.ipynb #a3911ad2
+def stratified_split(ds: datasets.Dataset, fraction: float, seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
+    "Hold out `fraction` of a labelled `ds`, keeping each label's share (at random when a class is too small for that)."
+    try:
+        parts = ds.train_test_split(test_size=fraction, seed=seed, stratify_by_column="label")
+    except ValueError:
+        parts = ds.train_test_split(test_size=fraction, seed=seed)
+    return parts["train"], parts["test"]
 
-        lengths = token_lengths(ds) if self.hparams.group_by_length or not train else None
-        return self.loader(ds, train, DataCollatorWithPadding(self.tokenizer), lengths)
+# %% ../nbs/00_data.ipynb #a899e2af
+@method_of(ClassificationDataModule)
+def setup(self, stage: str | None = None):
+    if self.train_ds is not None:
+        return
+    h = self.hparams
+    read = lambda source, split, labels: load_classification(
+        source, split=split, labels=labels, **{k: h[k] for k in ("text_columns", "label_column", "skip_bad", "name")}
+    )
+    train = read(h.train_file, h.train_split, h.labels)
+    val_source = h.val_file or (h.train_file if resolve_source(h.train_file)[0] == "hub" else None)
+    if val_source is None:
+        train, val = stratified_split(train, h.val_fraction, h.seed)
+    else:
+        val = read(val_source, h.val_split, label_names(train))
+    self.label_names, self.text_columns = label_names(train), text_columns_of(train)
+    self.train_ds = tokenize_classification(train, self.tokenizer, h.max_length)
+    self.val_ds = tokenize_classification(val, self.tokenizer, h.max_length)
 
-    def train_dataloader(self):
-        return self._loader(self.train_ds, train=True)
+# %% ../nbs/00_data.ipynb #d8a05f4c
+@method_of(ClassificationDataModule)
+def _loader(self, ds, train: bool):
+    from transformers import DataCollatorWithPadding
 
-    def val_dataloader(self):
-        return self._loader(self.val_ds, train=False)
+    lengths = token_lengths(ds) if self.hparams.group_by_length or not train else None
+    return self.loader(ds, train, DataCollatorWithPadding(self.tokenizer), lengths)
+
+
+@method_of(ClassificationDataModule)
+def train_dataloader(self):
+    return self._loader(self.train_ds, train=True)
+
+
+@method_of(ClassificationDataModule)
+def val_dataloader(self):
+    return self._loader(self.val_ds, train=False)
 
 # %% ../nbs/00_data.ipynb #fb8c7bd4
 def causal_lm_collate(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -876,31 +908,34 @@ class LanguageModelingDataModule(DataModule):
         self.val_collate_fn = None
         self.train_ds = self.val_ds = None
 
-    def setup(self, stage: str | None = None):
-        if self.train_ds is not None:
-            return
-        h = self.hparams
-        load = lambda split: load_corpus(h.source, by=h.by, text_column=h.text_column, split=split, name=h.name)
-        if h.val_split:
-            train, val = load(h.split), load(h.val_split)
-        else:
-            train, val = split_documents(load(h.split), h.val_fraction, h.seed)
-        if h.windows == "random":
-            self.train_ds = RandomWindows(token_stream(train, self.tokenizer), h.block_size)
-        else:
-            self.train_ds = pack_blocks(train, self.tokenizer, h.block_size).with_format("torch")
-        self.val_ds = pack_blocks(val, self.tokenizer, h.block_size).with_format("torch")
+# %% ../nbs/00_data.ipynb #66f779cb
+@method_of(LanguageModelingDataModule)
+def setup(self, stage: str | None = None):
+    if self.train_ds is not None:
+        return
+    h = self.hparams
+    load = lambda split: load_corpus(h.source, by=h.by, text_column=h.text_column, split=split, name=h.name)
+    if h.val_split:
+        train, val = load(h.split), load(h.val_split)
+    else:
+        train, val = split_documents(load(h.split), h.val_fraction, h.seed)
+    if h.windows == "random":
+        self.train_ds = RandomWindows(token_stream(train, self.tokenizer), h.block_size)
+    else:
+        self.train_ds = pack_blocks(train, self.tokenizer, h.block_size).with_format("torch")
+    self.val_ds = pack_blocks(val, self.tokenizer, h.block_size).with_format("torch")
 
-    def train_dataloader(self):
-        per_epoch = (
-            len(self.train_ds) // self.hparams.block_size + 1 if isinstance(self.train_ds, RandomWindows) else None
-        )
-        return self.loader(
-            self.train_ds, True, self.collate_fn, num_samples=per_epoch
-        )  # random windows: as many as packed blocks
 
-    def val_dataloader(self):
-        return self.loader(self.val_ds, False, self.val_collate_fn or self.collate_fn)
+@method_of(LanguageModelingDataModule)
+def train_dataloader(self):
+    random_windows = isinstance(self.train_ds, RandomWindows)  # as many windows an epoch as there are packed blocks
+    per_epoch = len(self.train_ds) // self.hparams.block_size + 1 if random_windows else None
+    return self.loader(self.train_ds, True, self.collate_fn, num_samples=per_epoch)
+
+
+@method_of(LanguageModelingDataModule)
+def val_dataloader(self):
+    return self.loader(self.val_ds, False, self.val_collate_fn or self.collate_fn)
 
 # %% ../nbs/00_data.ipynb #dc1512c5
 _PEOPLE = [
@@ -963,8 +998,9 @@ _REASONS = [
 ]
 _FEELINGS = ["happy", "tired", "bored", "in a hurry", "nervous", "proud"]
 
-
+# %% ../nbs/00_data.ipynb #eba789a7
 def _synthetic_pair(rng: random.Random, label: str) -> tuple[str, str]:
+    "A premise drawn from the tables, and a hypothesis that stands to it as `label` says."
     who, gender, kind = rng.choice(_PEOPLE)
     act, general, where_ok = rng.choice(_ACTIVITIES)
     place, inout = rng.choice([p for p in _PLACES if p[1] in where_ok])
@@ -1002,7 +1038,7 @@ def _synthetic_pair(rng: random.Random, label: str) -> tuple[str, str]:
         ]
     )
 
-
+# %% ../nbs/00_data.ipynb #d019bb9f
 def make_synthetic_nli(n: int, seed: int = 0, shuffle: bool = True) -> list[dict]:
     "`n` distinct synthetic NLI pairs, labels balanced (generated entailment, neutral, contradiction in turn), reproducible from `seed`."
     rng, seen, rows = random.Random(seed), set(), []

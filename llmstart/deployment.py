@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['ONNX_INPUTS', 'BACKENDS', 'MAX_INPUTS_HARD', 'export_onnx', 'cli_export', 'TorchBackend', 'OnnxBackend',
-           'load_backend', 'Example', 'PredictRequest', 'ClassifierAPI', 'make_server', 'serve', 'cli_serve', 'Client',
-           'request_body', 'load_test', 'free_port', 'port_in_use', 'ServerProcess']
+           'load_backend', 'Example', 'PredictRequest', 'ClassifierAPI', 'decode_request', 'batch', 'predict',
+           'unbatch', 'encode_response', 'make_server', 'serve', 'cli_serve', 'Client', 'request_body', 'load_test',
+           'free_port', 'port_in_use', 'ServerProcess', 'stop']
 
 # %% ../nbs/06_deployment.ipynb #016138fd
 import asyncio
@@ -29,7 +30,7 @@ import litserve as ls
 from fastapi import Header, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .core import UsageError, output_folder, parse_command
+from .core import UsageError, method_of, output_folder, parse_command
 from .data import data_options, labelled_examples
 from .finetuning import load_classifier
 from .bundle import copy_bundle, read_bundle
@@ -51,7 +52,7 @@ class _Logits(torch.nn.Module):
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
-
+# %% ../nbs/06_deployment.ipynb #acae54e37e7d407bbb7b55eff062a284
 def _sample_inputs(info, n: int = 64, data: str | None = None, **reading) -> list[tuple]:
     if data:
         return labelled_examples(data, n=n, **data_options(info, **reading))
@@ -70,7 +71,7 @@ def _encode(tokenizer, examples, max_length: int = 128, names=ONNX_INPUTS) -> di
     enc = tokenizer(*zip(*examples), truncation=True, max_length=max_length, padding=True, return_tensors="np")
     return {k: enc[k].astype(np.int64) for k in names if k in enc}
 
-
+# %% ../nbs/06_deployment.ipynb #8dd0d8092fe74a7c96281538738b07e2
 def export_onnx(
     model: str,
     output: str,
@@ -104,21 +105,15 @@ def export_onnx(
     src, out = Path(model).resolve(), Path(output)
     if out.resolve() == src:
         raise UsageError(f"--output {output} is the input bundle; choose a new folder")
-    examples = _sample_inputs(
-        info, 64, parity_data, **reading
-    )  # a mistake in the data stops us before anything is written
+    # the parity inputs are read first: a mistake in the data stops us before anything is written
+    examples = _sample_inputs(info, 64, parity_data, **reading)
     with output_folder(out, "export", overwrite):
         copy_bundle(src, out, exclude=("*.onnx",))
         return _export_into(out, torch_model, tokenizer, info, quantize, examples, opset, tolerance)
 
-# %% ../nbs/06_deployment.ipynb #36146855
-def _export_into(
-    out: Path, torch_model, tokenizer, info: dict, quantize: bool, examples: list[tuple], opset: int, tolerance: float
-) -> dict:
-    import onnxruntime as ort
-
-    sample = _encode(tokenizer, examples[:2], info.get("max_length", 128))
-    names = [k for k in ONNX_INPUTS if k in sample]
+# %% ../nbs/06_deployment.ipynb #8edb47106e1a46a883d545849b8ab81b
+def _onnx_graph(torch_model, sample: dict, names: list[str], path: Path, opset: int):
+    "Export `torch_model`'s logits as an ONNX graph at `path`, its batch and sequence axes dynamic, the exporter quiet."
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     with warnings.catch_warnings(), open(os.devnull, "w") as quiet:
         warnings.simplefilter("ignore")
@@ -127,7 +122,7 @@ def _export_into(
             torch.onnx.export(
                 _Logits(torch_model).eval(),
                 tuple(torch.from_numpy(sample[k]) for k in names),
-                str(out / "model.onnx"),
+                str(path),
                 dynamo=True,
                 opset_version=opset,
                 input_names=names,
@@ -137,6 +132,32 @@ def _export_into(
             )
         finally:
             sys.stdout = stdout
+
+
+def _int8_onnx(out: Path, enc: dict, ref: np.ndarray) -> dict:
+    "Write ONNX Runtime's dynamic int8 model beside `model.onnx`; its size and how far its logits are from `ref`."
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(out / "model.onnx"), str(out / "model.int8.onnx"), weight_type=QuantType.QInt8)
+    q = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"]).run(None, enc)[0]
+    return {
+        "int8_onnx": str(out / "model.int8.onnx"),
+        "int8_mb": round((out / "model.int8.onnx").stat().st_size / 1e6, 2),
+        "int8_max_abs_diff": float(np.abs(q - ref).max()),
+        "int8_agreement": float((q.argmax(-1) == ref.argmax(-1)).mean()),
+    }
+
+# %% ../nbs/06_deployment.ipynb #36146855
+def _export_into(
+    out: Path, torch_model, tokenizer, info: dict, quantize: bool, examples: list[tuple], opset: int, tolerance: float
+) -> dict:
+    "Export into the bundle copy `out`, check the graph against PyTorch on `examples`, and record it in the bundle."
+    import onnxruntime as ort
+
+    sample = _encode(tokenizer, examples[:2], info.get("max_length", 128))
+    names = [k for k in ONNX_INPUTS if k in sample]
+    _onnx_graph(torch_model, sample, names, out / "model.onnx", opset)
     enc = _encode(tokenizer, examples, info.get("max_length", 128), names)
     with torch.inference_mode():
         ref = torch_model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
@@ -146,36 +167,22 @@ def _export_into(
         raise ValueError(
             f"the ONNX export differs from PyTorch by {diff:.2e} in the logits (tolerance {tolerance:.0e})"
         )
+    onnx_mb = round((out / "model.onnx").stat().st_size / 1e6, 2)
     report = {
         "bundle": str(out),
         "onnx": str(out / "model.onnx"),
         "parity_max_abs_diff": diff,
         "parity_examples": len(examples),
-        "onnx_mb": round((out / "model.onnx").stat().st_size / 1e6, 2),
+        "onnx_mb": onnx_mb,
     }
     if quantize:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(out / "model.onnx"), str(out / "model.int8.onnx"), weight_type=QuantType.QInt8)
-        q = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"]).run(None, enc)[0]
-        report |= {
-            "int8_onnx": str(out / "model.int8.onnx"),
-            "int8_mb": round((out / "model.int8.onnx").stat().st_size / 1e6, 2),
-            "int8_max_abs_diff": float(np.abs(q - ref).max()),
-            "int8_agreement": float((q.argmax(-1) == ref.argmax(-1)).mean()),
-        }
-    info.derive(
-        onnx={
-            "file": "model.onnx",
-            "int8_file": "model.int8.onnx" if quantize else None,
-            "opset": opset,
-            "inputs": names,
-            "parity_max_abs_diff": diff,
-        }
-    ).write(out)
+        report |= _int8_onnx(out, enc, ref)
+    int8_file = "model.int8.onnx" if quantize else None
+    onnx = {"file": "model.onnx", "int8_file": int8_file, "opset": opset, "inputs": names, "parity_max_abs_diff": diff}
+    info.derive(onnx=onnx).write(out)
     return report
 
-
+# %% ../nbs/06_deployment.ipynb #8763a12b2bbd4a93a75aff182afb95dc
 def _export_command(
     model: str,
     output: str,
@@ -214,7 +221,7 @@ def _export_command(
         skip_bad=skip_bad,
     )
 
-
+# %% ../nbs/06_deployment.ipynb #e1794a13
 def cli_export(argv: list[str] | None = None) -> int:
     "Export a classification bundle to ONNX (with a parity check against PyTorch, optionally int8); prints one JSON line."
     args = parse_command(
@@ -360,9 +367,8 @@ class ClassifierAPI(ls.LitAPI):
         self.max_text_chars, self.long_text, self.api_key = max_text_chars, long_text, api_key
 
     def setup(self, device):
-        signal.signal(
-            signal.SIGINT, signal.SIG_IGN
-        )  # in the worker: Ctrl-C is the main process's to handle (it stops us)
+        # in the worker: Ctrl-C is the main process's to handle (it stops us)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.backend = load_backend(self.bundle, self.backend_name)
         info = self.backend.info
         self.labels, self.columns = list(info["labels"]), list(info.get("text_columns") or [])
@@ -375,68 +381,67 @@ class ClassifierAPI(ls.LitAPI):
         if self.api_key and not hmac.compare_digest((x_api_key or "").encode(), self.api_key.encode()):
             raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
 
-    def decode_request(self, request: PredictRequest) -> list[tuple]:
-        examples = request.examples()
-        if len(examples) > self.max_inputs:
+# %% ../nbs/06_deployment.ipynb #7cdc8c89c7104fffa095e18ddfef8986
+@method_of(ClassifierAPI)
+def decode_request(self, request: PredictRequest) -> list[tuple]:
+    examples = request.examples()
+    if len(examples) > self.max_inputs:
+        raise HTTPException(
+            413, f"{len(examples)} inputs in one request; this server accepts at most {self.max_inputs}"
+        )
+    if len({len(e) for e in examples}) > 1:
+        raise HTTPException(422, "a request mixes single texts and pairs")
+    if self.columns and len(examples[0]) != len(self.columns):
+        pairs = len(self.columns) == 2
+        kind = "sentence pairs: send 'premise' and 'hypothesis'" if pairs else "single texts: send 'text'"
+        raise HTTPException(422, f"this model classifies {kind}")
+    longest = max(len(t) for e in examples for t in e)
+    if longest > self.max_text_chars:
+        if self.long_text == "reject":
             raise HTTPException(
-                413, f"{len(examples)} inputs in one request; this server accepts at most {self.max_inputs}"
+                413,
+                f"a text of {longest} characters; the limit is {self.max_text_chars} "
+                "(or start the server with --long_text truncate)",
             )
-        if len({len(e) for e in examples}) > 1:
-            raise HTTPException(422, "a request mixes single texts and pairs")
-        if self.columns and len(examples[0]) != len(self.columns):
-            kind = (
-                "sentence pairs: send 'premise' and 'hypothesis'"
-                if len(self.columns) == 2
-                else "single texts: send 'text'"
-            )
-            raise HTTPException(422, f"this model classifies {kind}")
-        longest = max(len(t) for e in examples for t in e)
-        if longest > self.max_text_chars:
-            if self.long_text == "reject":
-                raise HTTPException(
-                    413,
-                    f"a text of {longest} characters; the limit is {self.max_text_chars} "
-                    "(or start the server with --long_text truncate)",
-                )
-            examples = [tuple(t[: self.max_text_chars] for t in e) for e in examples]
-        return examples
+        examples = [tuple(t[: self.max_text_chars] for t in e) for e in examples]
+    return examples
 
-    def batch(self, inputs: list[list[tuple]]) -> list[list[tuple]]:
-        return inputs  # each request keeps its list of examples: predict runs them all in one pass
+# %% ../nbs/06_deployment.ipynb #504fb2a444614c0babb325280ed9130a
+@method_of(ClassifierAPI)
+def batch(self, inputs: list[list[tuple]]) -> list[list[tuple]]:
+    return inputs  # each request keeps its list of examples: predict runs them all in one pass
 
-    def predict(self, requests):
-        single = bool(requests) and isinstance(requests[0], tuple)  # max_batch_size 1: one request, not a batch
-        if single:
-            requests = [requests]
-        flat = [e for r in requests for e in r]
-        enc = self.backend.tokenizer(
-            *zip(*flat), truncation=True, max_length=self.max_length, padding=True, return_tensors="np"
-        )
-        probs = (
-            torch.from_numpy(self.backend({k: enc[k].astype(np.int64) for k in ONNX_INPUTS if k in enc}))
-            .float()
-            .softmax(-1)
-            .numpy()
-        )
-        out, start = [], 0
-        for r in requests:
-            out.append(probs[start : start + len(r)])
-            start += len(r)
-        return out[0] if single else out
 
-    def unbatch(self, output):
-        return output
+@method_of(ClassifierAPI)
+def predict(self, requests):
+    single = bool(requests) and isinstance(requests[0], tuple)  # max_batch_size 1: one request, not a batch
+    if single:
+        requests = [requests]
+    flat = [e for r in requests for e in r]
+    enc = self.backend.tokenizer(
+        *zip(*flat), truncation=True, max_length=self.max_length, padding=True, return_tensors="np"
+    )
+    logits = self.backend({k: enc[k].astype(np.int64) for k in ONNX_INPUTS if k in enc})
+    probs = torch.from_numpy(logits).float().softmax(-1).numpy()
+    out, start = [], 0
+    for r in requests:
+        out.append(probs[start : start + len(r)])
+        start += len(r)
+    return out[0] if single else out
 
-    def encode_response(self, probs) -> dict:
-        return {
-            "predictions": [
-                {
-                    "label": self.labels[int(p.argmax())],
-                    "probabilities": {l: round(float(q), 6) for l, q in zip(self.labels, p)},
-                }
-                for p in probs
-            ]
-        }
+
+@method_of(ClassifierAPI)
+def unbatch(self, output):
+    return output
+
+
+@method_of(ClassifierAPI)
+def encode_response(self, probs) -> dict:
+    def one(p):
+        probabilities = {label: round(float(q), 6) for label, q in zip(self.labels, p)}
+        return {"label": self.labels[int(p.argmax())], "probabilities": probabilities}
+
+    return {"predictions": [one(p) for p in probs]}
 
 # %% ../nbs/06_deployment.ipynb #21aa041d
 def make_server(
@@ -659,31 +664,37 @@ class ServerProcess:
         self.stop()
         raise TimeoutError(f"the server did not become healthy in {startup_timeout} s:\n{why}")
 
-    def stop(self, timeout: float = 30) -> int:
-        "Ctrl-C to the server's process group, then SIGKILL after `timeout`; returns the exit code."
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGINT)  # what Ctrl-C does: LitServe shuts down its workers
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
+# %% ../nbs/06_deployment.ipynb #8a65eabff63a45729fe45fb5ade58bdc
+@method_of(ServerProcess)
+def stop(self, timeout: float = 30) -> int:
+    "Ctrl-C to the server's process group, then SIGKILL after `timeout`; returns the exit code."
+    if self.proc.poll() is None:
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # workers that outlive the main process
+            os.kill(self.proc.pid, signal.SIGINT)  # what Ctrl-C does: LitServe shuts down its workers
         except ProcessLookupError:
             pass
-        self.proc.wait()
-        for _ in range(50):
-            if not port_in_use(self.port):
-                break
-            time.sleep(0.2)
-        shutil.rmtree(self._logs, ignore_errors=True)
-        return self.proc.returncode
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(self.proc.pid, signal.SIGKILL)  # workers that outlive the main process
+    except ProcessLookupError:
+        pass
+    self.proc.wait()
+    for _ in range(50):
+        if not port_in_use(self.port):
+            break
+        time.sleep(0.2)
+    shutil.rmtree(self._logs, ignore_errors=True)
+    return self.proc.returncode
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.stop()
+@method_of(ServerProcess)
+def __enter__(self):
+    return self
+
+
+@method_of(ServerProcess)
+def __exit__(self, *exc):
+    self.stop()

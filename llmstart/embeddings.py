@@ -48,7 +48,31 @@ def _texts(source) -> list[str]:
         return [str(t) for t in source]
     return list(load_corpus(source)["text"]) if not hasattr(source, "column_names") else list(source["text"])
 
+# %% ../nbs/01_embeddings.ipynb #29f8cb7c
+def _untrained(kind: str, vocab_size: int, min_frequency: int, specials: list[str]):
+    "An empty `kind` tokenizer (its model, pre-tokenizer and decoder) and the trainer that learns its vocabulary."
+    common = dict(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()  # all 256 bytes: no text is ever unknown
+        return tok, trainers.BpeTrainer(min_frequency=min_frequency, initial_alphabet=alphabet, **common)
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        return tok, trainers.WordPieceTrainer(min_frequency=min_frequency, **common)
+    # char and word: a vocabulary of whole units, unknown ones become [UNK]
+    tok = Tokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk_token"]))
+    if kind == "char":
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character
+        tok.decoder = decoders.Fuse()  # join characters back without spaces
+    else:
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tok, trainers.WordLevelTrainer(min_frequency=1 if kind == "char" else min_frequency, **common)
 
+# %% ../nbs/01_embeddings.ipynb #77d263e9
 def train_tokenizer(
     source="sample:corpus",
     kind: str = "bpe",
@@ -67,37 +91,7 @@ def train_tokenizer(
     if vocab_size <= len(specials):
         raise UsageError(f"vocab_size must exceed the {len(specials)} special tokens")
     lowercase = (kind == "wordpiece") if lowercase is None else lowercase
-    if kind == "bpe":
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        )
-    elif kind == "wordpiece":
-        tok = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials, show_progress=False
-        )
-    else:  # char and word: a vocabulary of whole units, unknown ones become [UNK]
-        tok = Tokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk_token"]))
-        if kind == "char":
-            tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character
-            tok.decoder = decoders.Fuse()  # join characters back without spaces
-        else:
-            tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        trainer = trainers.WordLevelTrainer(
-            vocab_size=vocab_size,
-            min_frequency=1 if kind == "char" else min_frequency,
-            special_tokens=specials,
-            show_progress=False,
-        )
+    tok, trainer = _untrained(kind, vocab_size, min_frequency, specials)
     if lowercase:
         tok.normalizer = normalizers.BertNormalizer(lowercase=True) if kind == "wordpiece" else normalizers.Lowercase()
     texts = _texts(source)
@@ -282,7 +276,7 @@ class _PairBatches(torch.utils.data.IterableDataset):
             idx = order[i : i + bs]
             yield centers[idx], contexts[idx]
 
-
+# %% ../nbs/01_embeddings.ipynb #5483ffb3
 class SkipGram(L.LightningModule):
     "Skip-gram with negative sampling: input vectors `v` (the embeddings you keep) and output vectors `u`."
 

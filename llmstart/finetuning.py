@@ -18,7 +18,7 @@ import torchmetrics
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from .core import DataError, UsageError, load_pretrained
+from .core import DataError, UsageError, load_pretrained, method_of
 from llmstart.data import (
     MINILM_HUB_ID,
     ClassificationDataModule,
@@ -33,7 +33,8 @@ from .training import Recipe, fit, make_trainer
 
 # %% auto #0
 __all__ = ['classification_metrics', 'Classifier', 'BiLSTMClassifier', 'load_encoder_classifier', 'trainable_parameters',
-           'SequenceClassifier', 'load_classifier', 'predict', 'evaluate_classifier', 'cli_finetune']
+           'SequenceClassifier', 'setup', 'configure_model', 'merged_model', 'save_bundle', 'load_classifier',
+           'predict', 'evaluate_classifier', 'cli_finetune']
 
 # %% ../nbs/04_finetuning.ipynb #041e7cb4
 def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
@@ -139,7 +140,7 @@ def _load_with_new_head(backbone: str, **kwargs):
         )
     return model
 
-
+# %% ../nbs/04_finetuning.ipynb #9e84bad8
 def load_encoder_classifier(
     backbone: str,
     labels: Sequence[str],
@@ -203,31 +204,6 @@ class SequenceClassifier(Classifier):
         if self.label_names:
             self.configure_model()
 
-    def setup(self, stage: str | None = None):
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None:
-            return
-        if self.label_names is None:
-            self.label_names = list(dm.label_names)
-        elif list(dm.label_names) != self.label_names:
-            raise UsageError(f"the model's labels {self.label_names} differ from the data's {dm.label_names}")
-        self.data_info = {
-            "text_columns": list(dm.text_columns),
-            "label_column": dm.hparams.label_column,
-            "max_length": dm.hparams.max_length,
-        }
-
-    def configure_model(self):
-        if self.model is not None:
-            return
-        if not self.label_names:
-            raise UsageError("the labels are unknown: pass labels=[...] or train with a data module")
-        h = self.hparams
-        self.model = load_encoder_classifier(
-            h.backbone, self.label_names, h.lora, h.lora_rank, h.lora_alpha, h.lora_dropout, h.lora_targets
-        )
-        self.setup_metrics(len(self.label_names))
-
     def forward_loss(self, batch):
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         logits = self.model(**inputs).logits
@@ -237,31 +213,64 @@ class SequenceClassifier(Classifier):
     def bundle_summary(self) -> dict:
         return {"labels": self.label_names}
 
-    def merged_model(self):
-        "The model for inference: LoRA updates merged into the weights (a copy), or the model itself."
-        return copy.deepcopy(self.model).merge_and_unload() if self.hparams.lora else self.model
+# %% ../nbs/04_finetuning.ipynb #e2ae1928
+@method_of(SequenceClassifier)
+def setup(self, stage: str | None = None):
+    dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+    if dm is None:
+        return
+    if self.label_names is None:
+        self.label_names = list(dm.label_names)
+    elif list(dm.label_names) != self.label_names:
+        raise UsageError(f"the model's labels {self.label_names} differ from the data's {dm.label_names}")
+    self.data_info = {
+        "text_columns": list(dm.text_columns),
+        "label_column": dm.hparams.label_column,
+        "max_length": dm.hparams.max_length,
+    }
 
-    def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
-        """Write the classifier (LoRA merged) as a bundle that `evaluate_classifier`, `predict` and the server read;
-        `tokenizer` defaults to the training data's."""
-        h = self.hparams
-        if tokenizer is None:
-            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            if dm is None:
-                raise UsageError("pass the tokenizer: this model was not trained with a data module")
-            tokenizer = dm.tokenizer
-        return save_bundle(
-            path,
-            self.merged_model(),
-            tokenizer,
-            task="classification",
-            evaluator="llmstart.finetuning:evaluate_classifier",
-            labels=self.label_names,
-            backbone=str(h.backbone),
-            lora=h.lora,
-            **self.data_info,
-            **info,
-        )
+
+@method_of(SequenceClassifier)
+def configure_model(self):
+    if self.model is not None:
+        return
+    if not self.label_names:
+        raise UsageError("the labels are unknown: pass labels=[...] or train with a data module")
+    h = self.hparams
+    self.model = load_encoder_classifier(
+        h.backbone, self.label_names, h.lora, h.lora_rank, h.lora_alpha, h.lora_dropout, h.lora_targets
+    )
+    self.setup_metrics(len(self.label_names))
+
+# %% ../nbs/04_finetuning.ipynb #c4b409a8
+@method_of(SequenceClassifier)
+def merged_model(self):
+    "The model for inference: LoRA updates merged into the weights (a copy), or the model itself."
+    return copy.deepcopy(self.model).merge_and_unload() if self.hparams.lora else self.model
+
+
+@method_of(SequenceClassifier)
+def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
+    """Write the classifier (LoRA merged) as a bundle that `evaluate_classifier`, `predict` and the server read;
+    `tokenizer` defaults to the training data's."""
+    h = self.hparams
+    if tokenizer is None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            raise UsageError("pass the tokenizer: this model was not trained with a data module")
+        tokenizer = dm.tokenizer
+    return save_bundle(
+        path,
+        self.merged_model(),
+        tokenizer,
+        task="classification",
+        evaluator="llmstart.finetuning:evaluate_classifier",
+        labels=self.label_names,
+        backbone=str(h.backbone),
+        lora=h.lora,
+        **self.data_info,
+        **info,
+    )
 
 # %% ../nbs/04_finetuning.ipynb #f0590c6b
 def load_classifier(bundle: str | Path):
@@ -290,7 +299,7 @@ def _logits(model, tokenizer, ds, batch_size: int) -> tuple[torch.Tensor, torch.
     logits[torch.tensor(order)] = torch.cat(out)
     return logits, torch.as_tensor(ds["label"]) if "label" in ds.column_names else None
 
-
+# %% ../nbs/04_finetuning.ipynb #72c2c7d6
 def predict(
     model,
     inputs: Sequence[str] | Sequence[tuple[str, str]],

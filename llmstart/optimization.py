@@ -21,8 +21,8 @@ from torch import nn
 from torch.nn.utils import prune
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from .core import UsageError, check_output, output_folder, parse_command, scratch
-from .data import ClassificationDataModule, data_options, labelled_examples, load_classification
+from .core import UsageError, check_output, method_of, output_folder, parse_command, scratch
+from .data import ClassificationDataModule, DataOptions, data_options, labelled_examples, load_classification
 from .finetuning import Classifier, SequenceClassifier, evaluate_classifier, load_classifier
 from .bundle import BundleInfo, read_bundle, save_bundle
 from .training import fit, make_trainer
@@ -32,8 +32,8 @@ __all__ = ['REDUCE_RANGE', 'INT8_LOADER', 'METHODS', 'count_parameters', 'weight
            'backend_latency_ms', 'measure', 'encoder_layers', 'prunable_weights', 'magnitude_prune', 'make_permanent',
            'sparsity_of', 'prune_ffn_neurons', 'Int8Linear', 'input_absmax', 'calibration_batches', 'quantize_int8',
            'save_int8_bundle', 'load_int8_classifier', 'distillation_loss', 'student_layer_ids', 'make_student',
-           'Distiller', 'CompressOptions', 'compress_int8', 'compress_prune', 'compress_distill', 'compress',
-           'cli_compress']
+           'Distiller', 'save_bundle', 'CompressOptions', 'compress_int8', 'compress_prune', 'compress_distill',
+           'compress', 'cli_compress']
 
 # %% ../nbs/05_optimization.ipynb #39d780c0
 def count_parameters(model: nn.Module) -> int:
@@ -201,7 +201,7 @@ def _has_vnni() -> bool:
 
 REDUCE_RANGE = not _has_vnni()
 
-
+# %% ../nbs/05_optimization.ipynb #acae54e37e7d407bbb7b55eff062a284
 class Int8Linear(nnqd.Linear):
     """torch.ao's dynamic int8 linear layer with two additions: 8-bit activations where the CPU has VNNI (torch.ao always
     uses 7 bits, which CPUs without VNNI need to avoid an int16 overflow; with VNNI the eighth bit halves the rounding
@@ -501,29 +501,31 @@ class Distiller(Classifier):
             "_labels": batch["labels"],
         }
 
-    def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
-        "Write the student as a classification bundle; `tokenizer` defaults to the teacher's."
-        h, t = self.hparams, self.teacher_info
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(h.teacher))
-        return save_bundle(
-            path,
-            self.student,
-            tokenizer,
-            task="classification",
-            evaluator="llmstart.finetuning:evaluate_classifier",
-            labels=self.label_names,
-            text_columns=t.get("text_columns"),
-            max_length=t.get("max_length", 128),
-            distilled_from=str(h.teacher),
-            student_layers=self.layer_ids,
-            temperature=h.temperature,
-            alpha=h.alpha,
-            **info,
-        )
+# %% ../nbs/05_optimization.ipynb #8dd0d8092fe74a7c96281538738b07e2
+@method_of(Distiller)
+def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
+    "Write the student as a classification bundle; `tokenizer` defaults to the teacher's."
+    h, t = self.hparams, self.teacher_info
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(h.teacher))
+    return save_bundle(
+        path,
+        self.student,
+        tokenizer,
+        task="classification",
+        evaluator="llmstart.finetuning:evaluate_classifier",
+        labels=self.label_names,
+        text_columns=t.get("text_columns"),
+        max_length=t.get("max_length", 128),
+        distilled_from=str(h.teacher),
+        student_layers=self.layer_ids,
+        temperature=h.temperature,
+        alpha=h.alpha,
+        **info,
+    )
 
 # %% ../nbs/05_optimization.ipynb #f0c71860
-@dataclass
-class CompressOptions:
+@dataclass(frozen=True)
+class CompressOptions(DataOptions):
     "The settings of a `compress` run that its methods read (see `compress` for each)."
 
     train_data: str | None = None
@@ -540,13 +542,6 @@ class CompressOptions:
     smooth: float = 0.0
     calibration_data: str | None = None
     progress_bar: bool = False
-    text_columns: list[str] | None = None
-    label_column: str | None = None
-    skip_bad: bool = False
-
-    def reading(self) -> dict:
-        "The data options of the run (see `data_options`)."
-        return {"text_columns": self.text_columns, "label_column": self.label_column, "skip_bad": self.skip_bad}
 
     def data(self, bundle: Path, info: dict) -> ClassificationDataModule:
         "The training data, read for the bundle (its labels and columns) and tokenized for it."
@@ -556,7 +551,7 @@ class CompressOptions:
             tokenizer=str(bundle),
             batch_size=self.batch_size,
             max_length=info.get("max_length", 128),
-            **data_options(info, **self.reading()),
+            **self.for_model(info),
         )
 
 # %% ../nbs/05_optimization.ipynb #84182c7a
@@ -574,16 +569,14 @@ def _finetune(module, data: ClassificationDataModule, o: CompressOptions, work_d
     fit(trainer, module, data, resume=False)
     return module
 
-
+# %% ../nbs/05_optimization.ipynb #10185d26023b46108eb7d9f57d49d2b3
 def compress_int8(current: Path, out: Path, info: dict, o: CompressOptions, work: Path) -> dict:
     "int8 weights (`quantize_int8`), smoothed and calibrated when `o.smooth` > 0; written as an int8 bundle."
     fmodel, tok, _ = load_classifier(current)
     source = (o.calibration_data or o.train_data or o.eval_data) if o.smooth else None
     calib = (
         calibration_batches(
-            tok,
-            labelled_examples(source, n=256, **data_options(info, **o.reading())),
-            max_length=info.get("max_length", 128),
+            tok, labelled_examples(source, n=256, **o.for_model(info)), max_length=info.get("max_length", 128)
         )
         if source
         else None
@@ -729,23 +722,23 @@ def compress(
     if sparsity is None:
         sparsity = 0.0 if structured else 0.5
     opts = CompressOptions(
-        train_data,
-        val_data,
-        eval_data,
-        sparsity,
-        structured,
-        layers,
-        temperature,
-        alpha,
-        epochs,
-        lr,
-        batch_size,
-        smooth,
-        calibration_data,
-        progress_bar,
-        text_columns,
-        label_column,
-        skip_bad,
+        train_data=train_data,
+        val_data=val_data,
+        eval_data=eval_data,
+        sparsity=sparsity,
+        structured=structured,
+        layers=layers,
+        temperature=temperature,
+        alpha=alpha,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        smooth=smooth,
+        calibration_data=calibration_data,
+        progress_bar=progress_bar,
+        text_columns=text_columns,
+        label_column=label_column,
+        skip_bad=skip_bad,
     )
     methods, outputs = _plan(model, method, Path(output), opts, overwrite)
     rows = [measure(model, eval_data, "original", latency_examples, **opts.reading())]

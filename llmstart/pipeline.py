@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 
 from .core import UsageError, output_folder, parse_command
 from llmstart.data import (
+    DataOptions,
     data_options,
     label_names,
     labelled_examples,
@@ -45,7 +46,7 @@ __all__ = ['SCALES', 'STAGES', 'REPORT_COLUMNS', 'PipelineConfig', 'recipe_corpu
 
 # %% ../nbs/08_pipeline.ipynb #270364a6
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(DataOptions):
     """What a pipeline run does (`SCALES` holds the presets; `dataclasses.replace` makes variants).
 
     Args:
@@ -79,14 +80,7 @@ class PipelineConfig:
     finetune_lr: float = 5e-4
     batch_size: int = 32
     max_length: int = 128
-    text_columns: list[str] | None = None
-    label_column: str = "label"
-    skip_bad: bool = False
     needs_gpu: bool = False
-
-    def reading(self) -> dict:
-        "How the labelled files are read: the data options every command takes (`data_options`)."
-        return {"text_columns": self.text_columns, "label_column": self.label_column, "skip_bad": self.skip_bad}
 
 
 SCALES = {
@@ -145,14 +139,14 @@ def local_pairs(spec: str, folder: str | Path) -> str:
     return str(path)
 
 # %% ../nbs/08_pipeline.ipynb #318b94d0
-def check_labelled(files: dict, reading: dict | None = None) -> None:
-    """Read every labelled file once, with the rules training uses (and the `reading` options): a bad row, or a label
+def check_labelled(files: dict, options: DataOptions | None = None) -> None:
+    """Read every labelled file once, with the rules training uses (and the data `options`): a bad row, or a label
     training never sees, is an error now."""
-    reading = reading or {}
-    names = label_names(load_classification(files["train"], **reading))
+    options = options or DataOptions()
+    names = label_names(load_classification(files["train"], **options.for_model({})))
     for key in ("val", "test"):
         if files.get(key):
-            load_classification(files[key], labels=names, **reading)
+            load_classification(files[key], **options.for_model({"labels": names}))
 
 # %% ../nbs/08_pipeline.ipynb #2c5e0184
 class Progress:
@@ -348,7 +342,7 @@ def _build(spec: dict, **extra):
     module, _, name = spec["class_path"].rpartition(".")
     return getattr(importlib.import_module(module), name)(**{**spec.get("init_args", {}), **extra})
 
-
+# %% ../nbs/08_pipeline.ipynb #40758455
 @stage("pretrain", "pretrain with the {recipe} recipe")
 def pretrain_stage(run: PipelineRun) -> StageResult:
     "Pretrain the recipe's model with the new tokenizer; write its bundle."
@@ -398,7 +392,7 @@ def finetune_stage(run: PipelineRun) -> StageResult:
         tokenizer=backbone,
         batch_size=cfg.batch_size,
         max_length=cfg.max_length,
-        **cfg.reading(),
+        **cfg.for_model({}),
     )
     clf = SequenceClassifier(backbone, lr=cfg.finetune_lr, warmup=0.1)
     trainer = make_trainer(
@@ -485,7 +479,7 @@ def export_stage(run: PipelineRun) -> StageResult:
         **run.config.reading(),
     )
     backend = load_backend(run.path("onnx"), "onnx")
-    test = labelled_examples(run.files["test"], n=256, **data_options(backend.info, **run.config.reading()))
+    test = labelled_examples(run.files["test"], n=256, **run.config.for_model(backend.info))
     ms = backend_latency_ms(backend, test)
     return StageResult(
         "export",
@@ -502,7 +496,7 @@ def export_stage(run: PipelineRun) -> StageResult:
 def serve_stage(run: PipelineRun) -> StageResult:
     "Serve the int8 bundle, ask it one test pair, check the answer against `predict`, stop the server."
     bundle = run.path("int8")
-    pair = labelled_examples(run.files["test"], n=1, **data_options(read_bundle(bundle), **run.config.reading()))
+    pair = labelled_examples(run.files["test"], n=1, **run.config.for_model(read_bundle(bundle)))
     t0 = time.perf_counter()
     with ServerProcess(str(bundle), port=run.port) as server:
         startup = time.perf_counter() - t0
@@ -598,7 +592,7 @@ def run_pipeline(
         (out / "report.json").write_text(json.dumps({"status": "running"}))
         return _run_stages(out, scale, cfg, port, live, t0)
 
-
+# %% ../nbs/08_pipeline.ipynb #292bd8fa
 def _run_stages(
     out: Path, scale: str, cfg: PipelineConfig, port: int | None, live: bool | None, t0: float
 ) -> list[StageResult]:
@@ -610,7 +604,7 @@ def _run_stages(
                 "test": local_pairs(cfg.test_data, out / "data"),
                 "val": local_pairs(cfg.val_data, out / "data") if cfg.val_data else None,
             }
-            check_labelled(run.files, run.config.reading())  # bad rows stop the run now, not after pretraining
+            check_labelled(run.files, run.config)  # bad rows stop the run now, not after pretraining
             for name in STAGES:
                 run_stage(run, name)
         except BaseException as e:

@@ -30,7 +30,7 @@ from transformers import (
     GPT2LMHeadModel,
 )
 
-from .core import DataError, UsageError, output_folder, load_pretrained
+from .core import DataError, UsageError, load_pretrained, method_of, output_folder
 from llmstart.data import (
     DataModule,
     LanguageModelingDataModule,
@@ -45,9 +45,10 @@ from .bundle import read_bundle, save_bundle
 from .training import Recipe, TrainingCLI, fit, make_trainer, run_command
 
 # %% auto #0
-__all__ = ['SENTENCE_END', 'MaskedLMCollator', 'masking_stats', 'MaskedLM', 'fill_mask', 'make_sentence_pairs',
-           'SentencePairDataModule', 'CausalLM', 'filter_logits', 'sample_next_token', 'generate',
-           'evaluate_language_model', 'cli_pretrain', 'recipe_config']
+__all__ = ['SENTENCE_END', 'MaskedLMCollator', 'pad', 'word_ids', 'mask', 'masking_stats', 'LanguageModel', 'MaskedLM',
+           'collators', 'setup', 'forward_loss', 'bundle_info', 'fill_mask', 'make_sentence_pairs',
+           'SentencePairDataModule', 'train_dataloader', 'val_dataloader', 'CausalLM', 'filter_logits',
+           'sample_next_token', 'generate', 'evaluate_language_model', 'cli_pretrain', 'recipe_config']
 
 # %% ../nbs/03_pretraining.ipynb #84f79ec4
 def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,59 +96,13 @@ class MaskedLMCollator:
             raise ValueError("masked language modelling needs a tokenizer with [MASK] and [PAD] tokens")
         if not 0 < mlm_probability < 1 or mask_replace + random_replace > 1:
             raise ValueError("need 0 < mlm_probability < 1 and mask_replace + random_replace <= 1")
-        self.tokenizer, self.p, self.mask_replace, self.random_replace = (
-            tokenizer,
-            mlm_probability,
-            mask_replace,
-            random_replace,
-        )
+        self.tokenizer, self.p = tokenizer, mlm_probability
+        self.mask_replace, self.random_replace = mask_replace, random_replace
         self.whole_word, self.deterministic, self.seed = whole_word, deterministic, seed
         self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids))
         self.normal_ids = torch.tensor([i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)])
         if whole_word:
             self.continues, self.is_space = _word_tables(tokenizer)
-
-    def pad(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        "Stack (and right-pad) the examples' fields into tensors."
-        ids = [torch.as_tensor(e["input_ids"]) for e in examples]
-        T = max(len(x) for x in ids)
-        pad = lambda xs, v: torch.stack([F.pad(torch.as_tensor(x), (0, T - len(x)), value=v) for x in xs])
-        batch = {
-            "input_ids": pad(ids, self.tokenizer.pad_token_id),
-            "attention_mask": pad([e.get("attention_mask", [1] * len(e["input_ids"])) for e in examples], 0),
-        }
-        if "token_type_ids" in examples[0]:
-            batch["token_type_ids"] = pad([e["token_type_ids"] for e in examples], 0)
-        for k in examples[0]:
-            if k not in batch:
-                batch[k] = torch.stack([torch.as_tensor(e[k]) for e in examples])
-        return batch
-
-    def word_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        "For each position, the index of its word in its row (words as the tokenizer's vocabulary marks them)."
-        start = ~self.continues[input_ids]
-        start[:, 1:] |= self.is_space[input_ids[:, :-1]]
-        start[:, 0] = True
-        return start.long().cumsum(1) - 1
-
-    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None = None):
-        "Masked inputs and labels for `input_ids` (a new tensor; the input is not changed)."
-        ids = input_ids.clone()
-        never = torch.isin(ids, self.special_ids) | (attention_mask == 0)
-        if self.whole_word:
-            words = self.word_ids(ids)
-            chosen_words = torch.rand(ids.shape, generator=generator) < self.p  # one draw per word index
-            chosen = chosen_words.gather(1, words) & ~never
-        else:
-            chosen = (torch.rand(ids.shape, generator=generator) < self.p) & ~never
-        labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-        r = torch.rand(ids.shape, generator=generator)
-        to_mask = chosen & (r < self.mask_replace)
-        to_random = chosen & (r >= self.mask_replace) & (r < self.mask_replace + self.random_replace)
-        ids[to_mask] = self.tokenizer.mask_token_id
-        random_ids = self.normal_ids[torch.randint(len(self.normal_ids), ids.shape, generator=generator)]
-        ids[to_random] = random_ids[to_random]
-        return ids, labels
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch = self.pad(examples)
@@ -164,6 +119,54 @@ class MaskedLMCollator:
         ]
         batch["input_ids"], batch["labels"] = torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
         return batch
+
+# %% ../nbs/03_pretraining.ipynb #acae54e37e7d407bbb7b55eff062a284
+@method_of(MaskedLMCollator)
+def pad(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+    "Stack (and right-pad) the examples' fields into tensors."
+    ids = [torch.as_tensor(e["input_ids"]) for e in examples]
+    T = max(len(x) for x in ids)
+    pad = lambda xs, v: torch.stack([F.pad(torch.as_tensor(x), (0, T - len(x)), value=v) for x in xs])
+    batch = {
+        "input_ids": pad(ids, self.tokenizer.pad_token_id),
+        "attention_mask": pad([e.get("attention_mask", [1] * len(e["input_ids"])) for e in examples], 0),
+    }
+    if "token_type_ids" in examples[0]:
+        batch["token_type_ids"] = pad([e["token_type_ids"] for e in examples], 0)
+    for k in examples[0]:
+        if k not in batch:
+            batch[k] = torch.stack([torch.as_tensor(e[k]) for e in examples])
+    return batch
+
+# %% ../nbs/03_pretraining.ipynb #72eea5119410473aa328ad9291626812
+@method_of(MaskedLMCollator)
+def word_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+    "For each position, the index of its word in its row (words as the tokenizer's vocabulary marks them)."
+    start = ~self.continues[input_ids]
+    start[:, 1:] |= self.is_space[input_ids[:, :-1]]
+    start[:, 0] = True
+    return start.long().cumsum(1) - 1
+
+
+@method_of(MaskedLMCollator)
+def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None = None):
+    "Masked inputs and labels for `input_ids` (a new tensor; the input is not changed)."
+    ids = input_ids.clone()
+    never = torch.isin(ids, self.special_ids) | (attention_mask == 0)
+    if self.whole_word:
+        words = self.word_ids(ids)
+        chosen_words = torch.rand(ids.shape, generator=generator) < self.p  # one draw per word index
+        chosen = chosen_words.gather(1, words) & ~never
+    else:
+        chosen = (torch.rand(ids.shape, generator=generator) < self.p) & ~never
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    r = torch.rand(ids.shape, generator=generator)
+    to_mask = chosen & (r < self.mask_replace)
+    to_random = chosen & (r >= self.mask_replace) & (r < self.mask_replace + self.random_replace)
+    ids[to_mask] = self.tokenizer.mask_token_id
+    random_ids = self.normal_ids[torch.randint(len(self.normal_ids), ids.shape, generator=generator)]
+    ids[to_random] = random_ids[to_random]
+    return ids, labels
 
 # %% ../nbs/03_pretraining.ipynb #7ad8c1f3
 def masking_stats(
@@ -189,8 +192,40 @@ def masking_stats(
         "chosen": n,
     }
 
+# %% ../nbs/03_pretraining.ipynb #79f63fe7
+def _data_info(dm) -> dict:
+    "The data settings a bundle's evaluator needs to prepare text the way training did."
+    h = dm.hparams
+    return {
+        "block_size": h.get("block_size", h.get("max_length")),
+        "by": h.get("by", "line"),
+        "text_column": h.get("text_column", "text"),
+        "train_source": str(h.get("source")),
+    }
+
+# %% ../nbs/03_pretraining.ipynb #8763a12b2bbd4a93a75aff182afb95dc
+class LanguageModel(Recipe):
+    """The base of the language-model recipes (`MaskedLM`, `CausalLM`): validation perplexity logged, and bundles that
+    `evaluate_language_model` evaluates, recording the objective (`task`) and the data settings."""
+
+    log_perplexity = True
+    task = "language-model"
+
+    def bundle_info(self) -> dict:
+        "What the bundle records about the training: the objective and the data settings."
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return {"objective": self.task, **(_data_info(dm) if dm is not None else {})}
+
+    def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
+        "Write the model as a bundle (`llmstart.bundle.save_bundle`) that `llmstart evaluate` and fine-tuning read."
+        tokenizer = tokenizer or self.tokenizer
+        evaluator = "llmstart.pretraining:evaluate_language_model"
+        return save_bundle(
+            path, self.model, tokenizer, task=self.task, evaluator=evaluator, **{**self.bundle_info(), **info}
+        )
+
 # %% ../nbs/03_pretraining.ipynb #923b5764
-class MaskedLM(Recipe):
+class MaskedLM(LanguageModel):
     """Masked language modelling on a BERT encoder (`pretrained` checkpoint, or a new one of the given sizes), optionally
     with a sentence-pair head trained jointly (`pair_task` 'nsp' or 'sop', needs `SentencePairDataModule`).
 
@@ -209,7 +244,6 @@ class MaskedLM(Recipe):
         pair_loss_weight: the weight of the pair loss in the total
     """
 
-    log_perplexity = True
     task = "masked-lm"
 
     def __init__(
@@ -250,76 +284,56 @@ class MaskedLM(Recipe):
             )
             self.model = cls(config)
 
-    def collators(self):
-        "The training collator (random masking) and the validation one (the same masks every pass)."
-        h = self.hparams
-        kw = dict(mlm_probability=h.mlm_probability, whole_word=h.whole_word_mask)
-        return MaskedLMCollator(self.tokenizer, **kw), MaskedLMCollator(self.tokenizer, deterministic=True, **kw)
+# %% ../nbs/03_pretraining.ipynb #b118ea5561624da68c537baed56e602f
+@method_of(MaskedLM)
+def collators(self):
+    "The training collator (random masking) and the validation one (the same masks every pass)."
+    h = self.hparams
+    kw = dict(mlm_probability=h.mlm_probability, whole_word=h.whole_word_mask)
+    return MaskedLMCollator(self.tokenizer, **kw), MaskedLMCollator(self.tokenizer, deterministic=True, **kw)
 
-    def setup(self, stage: str | None = None):
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None:
-            dm.collate_fn, dm.val_collate_fn = self.collators()
 
-    def forward_loss(self, batch) -> dict:
-        labels = batch["labels"]
-        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        chosen = labels != -100
-        n = chosen.sum()
-        if hasattr(self.model, "bert") and hasattr(self.model, "cls"):
-            # BERT: run the vocabulary-sized output layer on the chosen positions only (~15 %), not on every token
-            enc = self.model.bert(**inputs)
-            logits = self.model.cls.predictions(enc.last_hidden_state[chosen])
-            mlm = F.cross_entropy(logits, labels[chosen])
-            pair_logits = self.model.cls.seq_relationship(enc.pooler_output) if self.hparams.pair_task else None
-        else:  # any other masked-LM architecture: the model's own head on every position
-            logits = self.model(**inputs).logits
-            mlm = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
-        if not self.hparams.pair_task:
-            return {"loss": mlm, "n": n}
-        pair_labels = batch["next_sentence_label"]
-        pair = F.cross_entropy(pair_logits, pair_labels)
-        return {
-            "loss": mlm + self.hparams.pair_loss_weight * pair,
-            "n": n,
-            "lm_loss": mlm,
-            "pair_loss": pair,
-            "pair_acc": (pair_logits.argmax(-1) == pair_labels).float().mean(),
-        }
+@method_of(MaskedLM)
+def setup(self, stage: str | None = None):
+    dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+    if dm is not None:
+        dm.collate_fn, dm.val_collate_fn = self.collators()
 
-    def bundle_info(self) -> dict:
-        h, dm = self.hparams, getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        info = {
-            "objective": "masked-lm",
-            "mlm_probability": h.mlm_probability,
-            "whole_word_mask": h.whole_word_mask,
-            "pair_task": h.pair_task,
-        }
-        if dm is not None:
-            info.update(_data_info(dm))
-        return info
-
-    def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
-        "Write the model as a bundle (see `llmstart.training.save_bundle`) that `llmstart evaluate` and fine-tuning read."
-        return save_bundle(
-            path,
-            self.model,
-            tokenizer or self.tokenizer,
-            task=self.task,
-            evaluator="llmstart.pretraining:evaluate_language_model",
-            **{**self.bundle_info(), **info},
-        )
-
-# %% ../nbs/03_pretraining.ipynb #79f63fe7
-def _data_info(dm) -> dict:
-    "The data settings a bundle's evaluator needs to prepare text the way training did."
-    h = dm.hparams
+# %% ../nbs/03_pretraining.ipynb #504fb2a444614c0babb325280ed9130a
+@method_of(MaskedLM)
+def forward_loss(self, batch) -> dict:
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    chosen = labels != -100
+    n = chosen.sum()
+    if hasattr(self.model, "bert") and hasattr(self.model, "cls"):
+        # BERT: run the vocabulary-sized output layer on the chosen positions only (~15 %), not on every token
+        enc = self.model.bert(**inputs)
+        logits = self.model.cls.predictions(enc.last_hidden_state[chosen])
+        mlm = F.cross_entropy(logits, labels[chosen])
+        pair_logits = self.model.cls.seq_relationship(enc.pooler_output) if self.hparams.pair_task else None
+    else:  # any other masked-LM architecture: the model's own head on every position
+        logits = self.model(**inputs).logits
+        mlm = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+    if not self.hparams.pair_task:
+        return {"loss": mlm, "n": n}
+    pair_labels = batch["next_sentence_label"]
+    pair = F.cross_entropy(pair_logits, pair_labels)
     return {
-        "block_size": h.get("block_size", h.get("max_length")),
-        "by": h.get("by", "line"),
-        "text_column": h.get("text_column", "text"),
-        "train_source": str(h.get("source")),
+        "loss": mlm + self.hparams.pair_loss_weight * pair,
+        "n": n,
+        "lm_loss": mlm,
+        "pair_loss": pair,
+        "pair_acc": (pair_logits.argmax(-1) == pair_labels).float().mean(),
     }
+
+# %% ../nbs/03_pretraining.ipynb #8a65eabff63a45729fe45fb5ade58bdc
+@method_of(MaskedLM)
+def bundle_info(self) -> dict:
+    "The objective and data settings, and how tokens were masked."
+    h = self.hparams
+    masking = {"mlm_probability": h.mlm_probability, "whole_word_mask": h.whole_word_mask, "pair_task": h.pair_task}
+    return {**LanguageModel.bundle_info(self), **masking}
 
 # %% ../nbs/03_pretraining.ipynb #aff965bf
 @torch.no_grad()
@@ -430,20 +444,26 @@ class SentencePairDataModule(DataModule):
         train, val = split_documents(docs, h.val_fraction, h.seed)
         self.train_ds, self.val_ds = self._pairs(train, h.seed), self._pairs(val, h.seed + 1)
 
-    def _loader(self, ds, train: bool):
-        fn = self.collate_fn if train else (self.val_collate_fn or self.collate_fn)
-        if fn is None:
-            raise RuntimeError("no collator: train with an objective that sets one (MaskedLM with pair_task)")
-        return self.loader(ds, train, fn)
+# %% ../nbs/03_pretraining.ipynb #4dd4641cc4064e0191573fe9c69df29b
+@method_of(SentencePairDataModule)
+def _loader(self, ds, train: bool):
+    fn = self.collate_fn if train else (self.val_collate_fn or self.collate_fn)
+    if fn is None:
+        raise RuntimeError("no collator: train with an objective that sets one (MaskedLM with pair_task)")
+    return self.loader(ds, train, fn)
 
-    def train_dataloader(self):
-        return self._loader(self.train_ds, True)
 
-    def val_dataloader(self):
-        return self._loader(self.val_ds, False)
+@method_of(SentencePairDataModule)
+def train_dataloader(self):
+    return self._loader(self.train_ds, True)
+
+
+@method_of(SentencePairDataModule)
+def val_dataloader(self):
+    return self._loader(self.val_ds, False)
 
 # %% ../nbs/03_pretraining.ipynb #fb5ed7db
-class CausalLM(Recipe):
+class CausalLM(LanguageModel):
     """Causal (next-token) language modelling on a GPT-2-style decoder: a `pretrained` causal checkpoint from the hub or
     a folder, or a new GPT-2 of the given sizes.
 
@@ -458,7 +478,6 @@ class CausalLM(Recipe):
         bias: biases in the new model's linear and LayerNorm layers (GPT-2 has them)
     """
 
-    log_perplexity = True
     task = "causal-lm"
 
     def __init__(
@@ -502,22 +521,7 @@ class CausalLM(Recipe):
         )
         return {"loss": out.loss, "n": (batch["labels"][:, 1:] != -100).sum()}
 
-    def bundle_info(self) -> dict:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        return {"objective": "causal-lm", **(_data_info(dm) if dm is not None else {})}
-
-    def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
-        "Write the model as a bundle (see `llmstart.training.save_bundle`) that `llmstart evaluate` reads."
-        return save_bundle(
-            path,
-            self.model,
-            tokenizer or self.tokenizer,
-            task=self.task,
-            evaluator="llmstart.pretraining:evaluate_language_model",
-            **{**self.bundle_info(), **info},
-        )
-
-
+# %% ../nbs/03_pretraining.ipynb #8309879909854d7188b41380fd92a7c3
 def _drop_biases(model):
     "Remove GPT-2's linear and LayerNorm biases (as nanoGPT's bias=False does): zero them and stop their training."
     for name, p in model.named_parameters():
@@ -658,7 +662,7 @@ def _resolve_tokenizer(cfg, output_dir: Path):
     if cfg.get("model.init_args.tokenizer") is None:
         cfg["model.init_args.tokenizer"] = cfg["data.init_args.tokenizer"]
 
-
+# %% ../nbs/03_pretraining.ipynb #379cbbc1e968416e875cc15c1202d7eb
 def cli_pretrain(argv: list[str] | None = None) -> int:
     "Pretrain a masked or causal language model from a YAML recipe (LightningCLI options); writes a bundle."
 

@@ -26,6 +26,7 @@ from .bundle import bundle_function, read_bundle, save_bundle
 from llmstart.core import (
     UsageError,
     check_output,
+    method_of,
     normalize_options,
     output_folder,
     parse_command,
@@ -35,9 +36,10 @@ from llmstart.core import (
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'SCHEDULES', 'RUN_FILE', 'Dense', 'mse_loss', 'cross_entropy_loss', 'SGD', 'Adam', 'ScratchMLP',
-           'param_groups', 'make_scheduler', 'Recipe', 'choose_precision', 'make_loggers', 'SaveLastAtEnd',
-           'checkpoint_callbacks', 'make_trainer', 'last_checkpoint', 'run_identity', 'RecordRun', 'fit',
-           'run_arguments', 'TrainingCLI', 'run_command', 'evaluate_bundle', 'cli_evaluate']
+           'param_groups', 'make_scheduler', 'Recipe', 'training_step', 'validation_step', 'on_validation_epoch_end',
+           'configure_optimizers', 'choose_precision', 'make_loggers', 'SaveLastAtEnd', 'checkpoint_callbacks',
+           'make_trainer', 'last_checkpoint', 'run_identity', 'RecordRun', 'fit', 'run_arguments', 'TrainingCLI',
+           'run_command', 'evaluate_bundle', 'cli_evaluate']
 
 # %% ../nbs/02_training.ipynb #814e453b
 ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
@@ -271,44 +273,52 @@ class Recipe(L.LightningModule):
         except (AttributeError, RuntimeError):
             return True
 
-    def training_step(self, batch, batch_idx):
-        out = self.forward_loss(batch)
-        if self._writes_logs_now():  # self.log costs ~0.6 ms: skip the steps nobody sees
-            for k, v in out.items():
-                if k != "n" and not k.startswith("_"):
-                    self.log(f"train_{k}", v, prog_bar=k == "loss")
-        return out["loss"]
-
-    def validation_step(self, batch, batch_idx):
-        "Accumulate the weighted loss and log the other metrics; returns `forward_loss`'s dict (keys starting `_` are not logged)."
-        out = self.forward_loss(batch)
-        n = out.get("n", 1)
-        self.val_loss_mean.update(out["loss"].detach(), weight=n)
-        if self.log_perplexity:
-            self.val_lm_loss_mean.update(out.get("lm_loss", out["loss"]).detach(), weight=n)
+# %% ../nbs/02_training.ipynb #acae54e37e7d407bbb7b55eff062a284
+@method_of(Recipe)
+def training_step(self, batch, batch_idx):
+    out = self.forward_loss(batch)
+    if self._writes_logs_now():  # self.log costs ~0.6 ms: skip the steps nobody sees
         for k, v in out.items():
-            if k not in ("loss", "n") and not k.startswith("_"):
-                self.log(f"val_{k}", v, batch_size=int(n), sync_dist=True)
-        return out
+            if k != "n" and not k.startswith("_"):
+                self.log(f"train_{k}", v, prog_bar=k == "loss")
+    return out["loss"]
 
-    def on_validation_epoch_end(self):
-        self.log("val_loss", self.val_loss_mean.compute(), prog_bar=True)
-        self.val_loss_mean.reset()
-        if self.log_perplexity:  # of the language-modelling loss alone (`lm_loss` when an objective adds others)
-            self.log("val_ppl", self.val_lm_loss_mean.compute().exp(), prog_bar=True)
-            self.val_lm_loss_mean.reset()
 
-    def configure_optimizers(self):
-        h = self.hparams
-        optimizer = torch.optim.AdamW(param_groups(self, h.weight_decay), lr=h.lr, betas=tuple(h.betas), eps=h.eps)
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total <= 0:  # an endless loader and no max_steps (Lightning reports -1)
-            raise ValueError(
-                "the schedule needs the run's length: set the trainer's max_steps (or max_epochs with a sized loader)"
-            )
-        warmup = int(h.warmup * total) if h.warmup < 1 else int(h.warmup)
-        scheduler = make_scheduler(optimizer, h.schedule, warmup, int(total), h.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+@method_of(Recipe)
+def validation_step(self, batch, batch_idx):
+    "Accumulate the weighted loss and log the other metrics; returns `forward_loss`'s dict (keys starting `_` are not logged)."
+    out = self.forward_loss(batch)
+    n = out.get("n", 1)
+    self.val_loss_mean.update(out["loss"].detach(), weight=n)
+    if self.log_perplexity:
+        self.val_lm_loss_mean.update(out.get("lm_loss", out["loss"]).detach(), weight=n)
+    for k, v in out.items():
+        if k not in ("loss", "n") and not k.startswith("_"):
+            self.log(f"val_{k}", v, batch_size=int(n), sync_dist=True)
+    return out
+
+
+@method_of(Recipe)
+def on_validation_epoch_end(self):
+    self.log("val_loss", self.val_loss_mean.compute(), prog_bar=True)
+    self.val_loss_mean.reset()
+    if self.log_perplexity:  # of the language-modelling loss alone (`lm_loss` when an objective adds others)
+        self.log("val_ppl", self.val_lm_loss_mean.compute().exp(), prog_bar=True)
+        self.val_lm_loss_mean.reset()
+
+# %% ../nbs/02_training.ipynb #72eea5119410473aa328ad9291626812
+@method_of(Recipe)
+def configure_optimizers(self):
+    h = self.hparams
+    optimizer = torch.optim.AdamW(param_groups(self, h.weight_decay), lr=h.lr, betas=tuple(h.betas), eps=h.eps)
+    total = self.trainer.estimated_stepping_batches
+    if not math.isfinite(total) or total <= 0:  # an endless loader and no max_steps (Lightning reports -1)
+        raise ValueError(
+            "the schedule needs the run's length: set the trainer's max_steps (or max_epochs with a sized loader)"
+        )
+    warmup = int(h.warmup * total) if h.warmup < 1 else int(h.warmup)
+    scheduler = make_scheduler(optimizer, h.schedule, warmup, int(total), h.min_lr_ratio)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 # %% ../nbs/02_training.ipynb #c0e2fb84
 def choose_precision(accelerator: str = "auto", capability: tuple[int, int] | None = None) -> str:
@@ -447,39 +457,36 @@ def make_trainer(
         enable_model_summary: print the model summary at the start
         callbacks: more Lightning callbacks
     """
-    trainer_kwargs.update(
-        val_check_interval=val_check_interval,
-        check_val_every_n_epoch=check_val_every_n_epoch,
-        limit_train_batches=limit_train_batches,
-        limit_val_batches=limit_val_batches,
-        num_sanity_val_steps=num_sanity_val_steps,
-        enable_model_summary=enable_model_summary,
-        num_nodes=num_nodes,
-    )
     output_dir = Path(output_dir or "runs/run")
-    cbs = checkpoint_callbacks(output_dir / "checkpoints", checkpoint_every_n_steps, monitor, mode)
     loggers = make_loggers(output_dir, name, logger) if logger else False
-    if loggers:
-        cbs.append(LearningRateMonitor(logging_interval="step"))
+    cbs = checkpoint_callbacks(output_dir / "checkpoints", checkpoint_every_n_steps, monitor, mode)
+    cbs += [LearningRateMonitor(logging_interval="step")] if loggers else []
     if progress_bar:
         from lightning.pytorch.callbacks import RichProgressBar
 
         cbs.append(RichProgressBar())
     return L.Trainer(
         default_root_dir=str(output_dir),
+        precision=precision or choose_precision(accelerator),
+        logger=loggers,
+        enable_progress_bar=progress_bar,
+        callbacks=[*cbs, *callbacks],
         max_steps=max_steps,
         max_epochs=max_epochs,
-        precision=precision or choose_precision(accelerator),
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
+        num_nodes=num_nodes,
         accumulate_grad_batches=accumulate_grad_batches,
         gradient_clip_val=gradient_clip_val,
-        logger=loggers,
-        enable_progress_bar=progress_bar,
+        val_check_interval=val_check_interval,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+        limit_train_batches=limit_train_batches,
+        limit_val_batches=limit_val_batches,
+        num_sanity_val_steps=num_sanity_val_steps,
         deterministic=deterministic,
         log_every_n_steps=log_every_n_steps,
-        callbacks=[*cbs, *callbacks],
+        enable_model_summary=enable_model_summary,
         **trainer_kwargs,
     )
 
@@ -540,7 +547,7 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
             out.append(f"{prefix}{k}: {a!r} then, {b!r} now")
     return out
 
-
+# %% ../nbs/02_training.ipynb #fe1c3624
 def _check_same_run(ckpt: Path, identity: dict) -> None:
     "Raise `UsageError` unless the checkpoint `ckpt` was written by a run of this `identity`."
     recorded = ckpt.parent / RUN_FILE
@@ -554,7 +561,7 @@ def _check_same_run(ckpt: Path, identity: dict) -> None:
         f"this run to another folder (--output, or --trainer.output_dir)"
     )
 
-
+# %% ../nbs/02_training.ipynb #31b5dd80
 def fit(
     trainer: L.Trainer,
     model: L.LightningModule,

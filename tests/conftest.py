@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTALLED = {"test_install", "test_readme", "test_pipeline"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist with `--dist loadgroup` (pytest.ini), each test file runs whole on one worker, so its module
     fixtures (a fine-tuned model, a server) are made once, and the files that use the installed wheel share a worker."""
