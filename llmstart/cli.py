@@ -109,7 +109,7 @@ def _parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     parser.add_argument("command", nargs="?", metavar="COMMAND", help="the command to run (listed below)")
     return parser
 
-# %% ../nbs/07_cli.ipynb #c042a977
+# %% ../nbs/07_cli.ipynb #708e0c89
 def main(argv: list[str] | None = None) -> int:
     "Run `llmstart [COMMAND] [OPTIONS]`; returns the exit status."
     argv = sys.argv[1:] if argv is None else list(argv)

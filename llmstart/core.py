@@ -120,7 +120,7 @@ def _no_hub(name, why: str) -> UsageError:
         "by llmstart, or a save_pretrained folder -- or run where the hub is reachable"
     )
 
-# %% ../nbs/09_core.ipynb #4a0d9ef4
+# %% ../nbs/09_core.ipynb #fdebb10a
 @contextmanager
 def _no_progress_bar():
     "transformers' progress bars off (its 'Loading weights' bar for a local folder tells a reader nothing), then as before."
@@ -134,7 +134,7 @@ def _no_progress_bar():
         if was:
             hf_logging.enable_progress_bar()
 
-# %% ../nbs/09_core.ipynb #819fb893
+# %% ../nbs/09_core.ipynb #9af12d49
 def load_pretrained(cls, name, **kwargs):
     """`cls.from_pretrained(name, **kwargs)` for a local folder or a hub id. When `name` is not a folder and the hub cannot
     provide it (offline mode, no network, no such model), a `UsageError` that says so and what to pass instead."""
@@ -165,7 +165,7 @@ def _clean_scratch():
 
 atexit.register(_clean_scratch)
 
-# %% ../nbs/09_core.ipynb #90e7eb9a
+# %% ../nbs/09_core.ipynb #bb1a7170
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -175,7 +175,7 @@ def _alive(pid: int) -> bool:
         return True
     return True
 
-# %% ../nbs/09_core.ipynb #20a6c5a0
+# %% ../nbs/09_core.ipynb #983eecdc
 def clean_stale_scratch() -> int:
     "Remove the scratch folders of llmstart processes that no longer run; returns how many were removed."
     removed = 0
@@ -186,7 +186,7 @@ def clean_stale_scratch() -> int:
             removed += 1
     return removed
 
-# %% ../nbs/09_core.ipynb #7e4f8e2c
+# %% ../nbs/09_core.ipynb #7095dd3e
 def scratch_folder(prefix: str = SCRATCH_PREFIX) -> Path:
     "A new temporary folder, removed when this process exits (or, if it cannot clean up, by the next llmstart process)."
     clean_stale_scratch()
@@ -321,7 +321,7 @@ def _class_options(class_path: str) -> list[str]:
         if p not in ("self", "args", "kwargs")
     ]
 
-# %% ../nbs/09_core.ipynb #184ba479
+# %% ../nbs/09_core.ipynb #d053d62c
 def short_usage_error(message: str, options: Sequence[str], prog: str, argv: Sequence[str] = ()) -> str:
     """One line for a command-line parser's error `message`: what is wrong and, for an unknown option or recipe key, the
     nearest of the valid `options` (or of the parameters of the class the message names). An unknown option in `argv`
@@ -389,7 +389,7 @@ def parse_command(
         raise UsageError(short_usage_error(str(e), options, prog, argv)) from None
     return {k: v for k, v in vars(parser.instantiate_classes(cfg)).items() if k != "config"}
 
-# %% ../nbs/09_core.ipynb #9695fe69
+# %% ../nbs/09_core.ipynb #932e7110
 def method_of(cls: type):
     """Decorator: make the function a method of `cls` (replacing one of the same name). The name the function is defined
     under keeps what it named before in the module, so a method named like a module function (`save_bundle`, say)

@@ -160,7 +160,7 @@ SKIP_HINT = (
 def _bad(path, line, what) -> DataError:
     return DataError(f"{path}, line {line}: {what}. {SKIP_HINT}")
 
-# %% ../nbs/00_data.ipynb #46d56dff
+# %% ../nbs/00_data.ipynb #4a799bb8
 def _json_array_records(f, path, bad, report) -> Iterator[tuple[int, dict]]:
     "The objects of a JSON array (`[{...}, {...}]`), numbered from 1."
     try:
@@ -191,7 +191,7 @@ def _json_lines_records(f, path, bad, report) -> Iterator[tuple[int, dict]]:
         else:
             bad(i, "not a JSON object")
 
-# %% ../nbs/00_data.ipynb #0f0ba994
+# %% ../nbs/00_data.ipynb #9359d882
 def _delimited_records(f, path, bad, report) -> Iterator[tuple[int, dict]]:
     "The rows of a CSV (or TSV) file under its header row, each numbered by the line it starts on."
     reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
@@ -207,7 +207,7 @@ def _delimited_records(f, path, bad, report) -> Iterator[tuple[int, dict]]:
             continue
         yield start, r
 
-# %% ../nbs/00_data.ipynb #21f142ad
+# %% ../nbs/00_data.ipynb #b5fd2bea
 def read_records(
     path: str | os.PathLike, *, skip_bad: bool = False, report: SkippedRows | None = None
 ) -> Iterator[tuple[int, dict]]:
@@ -279,7 +279,7 @@ def label_names_for(values: Iterable[str | int]) -> list[str]:
 class _Bad(Exception):
     "A record is bad; the message says why."
 
-# %% ../nbs/00_data.ipynb #b95b22f1
+# %% ../nbs/00_data.ipynb #29c77186
 def _label_value(value, names: Sequence[str] | None) -> int | str:
     "The class index of `value` (or, before the names are known, the normalised value); raises `_Bad`."
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -302,7 +302,7 @@ def _label_value(value, names: Sequence[str] | None) -> int | str:
         raise _Bad(f"unknown label {value!r} (expected one of {', '.join(names)})")
     return value
 
-# %% ../nbs/00_data.ipynb #8f6bc24b
+# %% ../nbs/00_data.ipynb #5a1bd061
 def _check_record(r: dict, text_columns: Sequence[str], label_column: str, names: Sequence[str] | None) -> dict:
     "The record's text columns and label value, checked; raises `_Bad`."
     out = {}
@@ -318,7 +318,7 @@ def _check_record(r: dict, text_columns: Sequence[str], label_column: str, names
     out[label_column] = _label_value(r.get(label_column), names)
     return out
 
-# %% ../nbs/00_data.ipynb #8ae996d7
+# %% ../nbs/00_data.ipynb #c842260f
 def _hub_records(ds, batch_size: int = 1000) -> Iterator[tuple[int, dict]]:
     "Rows of a hub `datasets.Dataset` as `(row number, record)`, read in batches (fast)."
     n = 0
@@ -428,7 +428,7 @@ def data_options(
         "skip_bad": skip_bad,
     }
 
-# %% ../nbs/00_data.ipynb #ca8e5ced
+# %% ../nbs/00_data.ipynb #abafa10b
 @dataclass(frozen=True, kw_only=True)
 class DataOptions:
     """How labelled data is read: the options every command that reads it takes (see `data_options`).
@@ -575,7 +575,7 @@ def _documents(lines: Iterable[str], by: str) -> list[str]:
         return [text] if text.strip() else []
     raise UsageError(f"by must be 'line', 'paragraph' or 'file', got {by!r}")
 
-# %% ../nbs/00_data.ipynb #c1fbad71
+# %% ../nbs/00_data.ipynb #2f97a633
 def load_corpus(
     source: str | os.PathLike = "sample:corpus",
     *,
@@ -809,7 +809,7 @@ class ClassificationDataModule(DataModule):
     def num_labels(self) -> int:
         return len(self.label_names)
 
-# %% ../nbs/00_data.ipynb #a3911ad2
+# %% ../nbs/00_data.ipynb #282d041f
 def stratified_split(ds: datasets.Dataset, fraction: float, seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
     "Hold out `fraction` of a labelled `ds`, keeping each label's share (at random when a class is too small for that)."
     try:
@@ -818,7 +818,7 @@ def stratified_split(ds: datasets.Dataset, fraction: float, seed: int = 0) -> tu
         parts = ds.train_test_split(test_size=fraction, seed=seed)
     return parts["train"], parts["test"]
 
-# %% ../nbs/00_data.ipynb #a899e2af
+# %% ../nbs/00_data.ipynb #91301efc
 @method_of(ClassificationDataModule)
 def setup(self, stage: str | None = None):
     if self.train_ds is not None:
@@ -837,7 +837,7 @@ def setup(self, stage: str | None = None):
     self.train_ds = tokenize_classification(train, self.tokenizer, h.max_length)
     self.val_ds = tokenize_classification(val, self.tokenizer, h.max_length)
 
-# %% ../nbs/00_data.ipynb #d8a05f4c
+# %% ../nbs/00_data.ipynb #370ba629
 @method_of(ClassificationDataModule)
 def _loader(self, ds, train: bool):
     from transformers import DataCollatorWithPadding
@@ -908,7 +908,7 @@ class LanguageModelingDataModule(DataModule):
         self.val_collate_fn = None
         self.train_ds = self.val_ds = None
 
-# %% ../nbs/00_data.ipynb #66f779cb
+# %% ../nbs/00_data.ipynb #cbd03e04
 @method_of(LanguageModelingDataModule)
 def setup(self, stage: str | None = None):
     if self.train_ds is not None:
@@ -998,7 +998,7 @@ _REASONS = [
 ]
 _FEELINGS = ["happy", "tired", "bored", "in a hurry", "nervous", "proud"]
 
-# %% ../nbs/00_data.ipynb #eba789a7
+# %% ../nbs/00_data.ipynb #0888bc35
 def _synthetic_pair(rng: random.Random, label: str) -> tuple[str, str]:
     "A premise drawn from the tables, and a hypothesis that stands to it as `label` says."
     who, gender, kind = rng.choice(_PEOPLE)
@@ -1038,7 +1038,7 @@ def _synthetic_pair(rng: random.Random, label: str) -> tuple[str, str]:
         ]
     )
 
-# %% ../nbs/00_data.ipynb #d019bb9f
+# %% ../nbs/00_data.ipynb #cd76a2f3
 def make_synthetic_nli(n: int, seed: int = 0, shuffle: bool = True) -> list[dict]:
     "`n` distinct synthetic NLI pairs, labels balanced (generated entailment, neutral, contradiction in turn), reproducible from `seed`."
     rng, seen, rows = random.Random(seed), set(), []

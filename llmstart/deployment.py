@@ -221,7 +221,7 @@ def _export_command(
         skip_bad=skip_bad,
     )
 
-# %% ../nbs/06_deployment.ipynb #e1794a13
+# %% ../nbs/06_deployment.ipynb #772793f9
 def cli_export(argv: list[str] | None = None) -> int:
     "Export a classification bundle to ONNX (with a parity check against PyTorch, optionally int8); prints one JSON line."
     args = parse_command(

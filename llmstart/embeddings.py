@@ -48,7 +48,7 @@ def _texts(source) -> list[str]:
         return [str(t) for t in source]
     return list(load_corpus(source)["text"]) if not hasattr(source, "column_names") else list(source["text"])
 
-# %% ../nbs/01_embeddings.ipynb #29f8cb7c
+# %% ../nbs/01_embeddings.ipynb #1d8916ec
 def _untrained(kind: str, vocab_size: int, min_frequency: int, specials: list[str]):
     "An empty `kind` tokenizer (its model, pre-tokenizer and decoder) and the trainer that learns its vocabulary."
     common = dict(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
@@ -72,7 +72,7 @@ def _untrained(kind: str, vocab_size: int, min_frequency: int, specials: list[st
         tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return tok, trainers.WordLevelTrainer(min_frequency=1 if kind == "char" else min_frequency, **common)
 
-# %% ../nbs/01_embeddings.ipynb #77d263e9
+# %% ../nbs/01_embeddings.ipynb #6ee166bb
 def train_tokenizer(
     source="sample:corpus",
     kind: str = "bpe",
@@ -276,7 +276,7 @@ class _PairBatches(torch.utils.data.IterableDataset):
             idx = order[i : i + bs]
             yield centers[idx], contexts[idx]
 
-# %% ../nbs/01_embeddings.ipynb #5483ffb3
+# %% ../nbs/01_embeddings.ipynb #aecf308e
 class SkipGram(L.LightningModule):
     "Skip-gram with negative sampling: input vectors `v` (the embeddings you keep) and output vectors `u`."
 

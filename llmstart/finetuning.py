@@ -140,7 +140,7 @@ def _load_with_new_head(backbone: str, **kwargs):
         )
     return model
 
-# %% ../nbs/04_finetuning.ipynb #9e84bad8
+# %% ../nbs/04_finetuning.ipynb #9f249d05
 def load_encoder_classifier(
     backbone: str,
     labels: Sequence[str],
@@ -213,7 +213,7 @@ class SequenceClassifier(Classifier):
     def bundle_summary(self) -> dict:
         return {"labels": self.label_names}
 
-# %% ../nbs/04_finetuning.ipynb #e2ae1928
+# %% ../nbs/04_finetuning.ipynb #e56d41ac
 @method_of(SequenceClassifier)
 def setup(self, stage: str | None = None):
     dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -242,7 +242,7 @@ def configure_model(self):
     )
     self.setup_metrics(len(self.label_names))
 
-# %% ../nbs/04_finetuning.ipynb #c4b409a8
+# %% ../nbs/04_finetuning.ipynb #12af2703
 @method_of(SequenceClassifier)
 def merged_model(self):
     "The model for inference: LoRA updates merged into the weights (a copy), or the model itself."
@@ -299,7 +299,7 @@ def _logits(model, tokenizer, ds, batch_size: int) -> tuple[torch.Tensor, torch.
     logits[torch.tensor(order)] = torch.cat(out)
     return logits, torch.as_tensor(ds["label"]) if "label" in ds.column_names else None
 
-# %% ../nbs/04_finetuning.ipynb #72c2c7d6
+# %% ../nbs/04_finetuning.ipynb #138944f5
 def predict(
     model,
     inputs: Sequence[str] | Sequence[tuple[str, str]],

@@ -342,7 +342,7 @@ def _build(spec: dict, **extra):
     module, _, name = spec["class_path"].rpartition(".")
     return getattr(importlib.import_module(module), name)(**{**spec.get("init_args", {}), **extra})
 
-# %% ../nbs/08_pipeline.ipynb #40758455
+# %% ../nbs/08_pipeline.ipynb #a8c7e6e6
 @stage("pretrain", "pretrain with the {recipe} recipe")
 def pretrain_stage(run: PipelineRun) -> StageResult:
     "Pretrain the recipe's model with the new tokenizer; write its bundle."
@@ -592,7 +592,7 @@ def run_pipeline(
         (out / "report.json").write_text(json.dumps({"status": "running"}))
         return _run_stages(out, scale, cfg, port, live, t0)
 
-# %% ../nbs/08_pipeline.ipynb #292bd8fa
+# %% ../nbs/08_pipeline.ipynb #7837d708
 def _run_stages(
     out: Path, scale: str, cfg: PipelineConfig, port: int | None, live: bool | None, t0: float
 ) -> list[StageResult]:

@@ -547,7 +547,7 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
             out.append(f"{prefix}{k}: {a!r} then, {b!r} now")
     return out
 
-# %% ../nbs/02_training.ipynb #fe1c3624
+# %% ../nbs/02_training.ipynb #76e8e0d3
 def _check_same_run(ckpt: Path, identity: dict) -> None:
     "Raise `UsageError` unless the checkpoint `ckpt` was written by a run of this `identity`."
     recorded = ckpt.parent / RUN_FILE
@@ -561,7 +561,7 @@ def _check_same_run(ckpt: Path, identity: dict) -> None:
         f"this run to another folder (--output, or --trainer.output_dir)"
     )
 
-# %% ../nbs/02_training.ipynb #31b5dd80
+# %% ../nbs/02_training.ipynb #8c499567
 def fit(
     trainer: L.Trainer,
     model: L.LightningModule,

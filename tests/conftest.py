@@ -206,9 +206,8 @@ def readme_session(tmp_path_factory, installed):
 
     cwd = tmp_path_factory.mktemp("readme-user")
     _, bin_dir = installed
-    scratch = tmp_path_factory.mktemp(
-        "readme-tmpdir"
-    )  # the commands' temporary folder: tests/test_readme.py checks it is left empty
+    # the commands' temporary folder: tests/test_readme.py checks it is left empty
+    scratch = tmp_path_factory.mktemp("readme-tmpdir")
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",

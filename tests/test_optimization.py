@@ -118,9 +118,8 @@ def test_prune_with_recovery_and_structured(nli, tmp_path):
     assert pruned["sparsity"] == pytest.approx(0.5, abs=1e-6) and pruned["parameters"] == rows[0]["parameters"]
     model, _, info = load_classifier(tmp_path / "pruned")
     assert OPT.sparsity_of(model) == pytest.approx(0.5, abs=1e-6) and info["recovered"] is True
-    assert (
-        pruned["accuracy"] > 0.45 and pruned["accuracy_delta"] >= -0.05
-    )  # recovered: near the original, far from chance
+    # recovered: near the original, far from chance
+    assert pruned["accuracy"] > 0.45 and pruned["accuracy_delta"] >= -0.05
     # structured: half the feed-forward neurons go, and the model really shrinks
     rows = run(
         "compress",
@@ -184,9 +183,8 @@ def test_distillation_loss_matches_its_formula():
     pt, ps = (zt / T).softmax(-1), (zs / T).softmax(-1)
     want = a * T * T * (pt * (pt / ps).log()).sum(-1).mean() + (1 - a) * torch.nn.functional.cross_entropy(zs, y)
     assert OPT.distillation_loss(zs, zt, y, T, a)[0] == pytest.approx(float(want), abs=1e-6)
-    assert OPT.distillation_loss(zs, zs, y, T, 1.0)[0] == pytest.approx(
-        0.0, abs=1e-6
-    )  # a perfect student: no soft loss
+    # a perfect student: no soft loss
+    assert OPT.distillation_loss(zs, zs, y, T, 1.0)[0] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_bad_input(nli, tmp_path):

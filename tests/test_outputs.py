@@ -173,9 +173,8 @@ def test_a_different_run_in_the_same_folder_does_not_resume(bundles, tmp_path):
     assert fresh.returncode == 0 and "resuming" not in fresh.stderr, fresh.stderr[-2000:]
     assert json.loads(fresh.stdout.strip().splitlines()[-1])["steps"] == 3
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert ckpts == ["last.ckpt", "run.json"], (
-        ckpts
-    )  # one last.ckpt per run: the old run's replaced, never a last-v1.ckpt
+    # one last.ckpt per run: the old run's replaced, never a last-v1.ckpt
+    assert ckpts == ["last.ckpt", "run.json"], ckpts
     same = finetune("sample:nli-train", "--trainer.max_steps", 5)  # the same run, longer: it resumes
     assert same.returncode == 0 and f"resuming from {out / 'checkpoints' / 'last.ckpt'} at step 3" in same.stderr
     assert json.loads(same.stdout.strip().splitlines()[-1])["steps"] == 5

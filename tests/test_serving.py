@@ -158,9 +158,8 @@ def test_api_key_and_shutdown(bundles):
     finally:
         code = srv.stop()
     assert code == 0 and not D.port_in_use(srv.port)
-    assert (
-        subprocess.run(["pgrep", "-f", "--", f"--port {srv.port}"], capture_output=True).returncode == 1
-    )  # nothing left
+    # nothing left
+    assert subprocess.run(["pgrep", "-f", "--", f"--port {srv.port}"], capture_output=True).returncode == 1
 
 
 def test_stops_on_ctrl_c_when_the_caller_ignores_it(bundles):

@@ -225,9 +225,8 @@ def test_schedule_accumulation_and_clipping(tmp_path):
     trainer.fit(model, loader())
     # 8 batches an epoch, accumulated in pairs: 4 optimizer steps an epoch, 8 in all
     assert trainer.global_step == 8 and len(lrs) == 8
-    assert lrs[:3] == pytest.approx([0.0, 0.05, 0.1]) and lrs[-1] == pytest.approx(
-        0.1 / 6
-    )  # warmup 2, linear to 0 at 8
+    # warmup 2, linear to 0 at 8
+    assert lrs[:3] == pytest.approx([0.0, 0.05, 0.1]) and lrs[-1] == pytest.approx(0.1 / 6)
     assert len(norms) >= 7 and max(norms) <= 0.5 + 1e-5 and max(norms) > 0.49  # clipped to 0.5, and clipping happened
 
 
