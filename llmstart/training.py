@@ -309,6 +309,7 @@ def on_validation_epoch_end(self):
 # %% ../nbs/02_training.ipynb #72eea5119410473aa328ad9291626812
 @method_of(Recipe)
 def configure_optimizers(self):
+    "AdamW over `param_groups` and the warmup + decay schedule, stepped every optimizer step, over the run's length."
     h = self.hparams
     optimizer = torch.optim.AdamW(param_groups(self, h.weight_decay), lr=h.lr, betas=tuple(h.betas), eps=h.eps)
     total = self.trainer.estimated_stepping_batches
