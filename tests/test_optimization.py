@@ -65,7 +65,8 @@ def test_int8(nli, tmp_path):
     got = [p["label"] for p in predict(tmp_path / "int8", pairs(nli / "test.jsonl"))]
     want = [p["label"] for p in predict(nli / "teacher", pairs(nli / "test.jsonl"))]
     agreement = sum(a == b for a, b in zip(got, want)) / len(want)
-    assert agreement >= 0.95, agreement  # measured: 0.96 on this small model, 0.969 on bench/compression.py's teacher
+    # measured: 0.96 on this small model with VNNI (8-bit activations), 0.93 on an AVX2-only CPU (7-bit activations)
+    assert agreement >= (0.95 if OPT._has_vnni() else 0.9), agreement
 
 
 def test_int8_bundle_rebuilds_the_quantized_model_exactly(nli, tmp_path):
