@@ -43,6 +43,26 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group("installed" if stem in INSTALLED else stem))
 
 
+def pytest_configure(config):
+    """Refuse the pytest / pytest-xdist pair that silently breaks `--dist loadgroup`: pytest-xdist 3.8 writes each test's
+    group into its id, which pytest 9.2 no longer lets it do (pytest-xdist#1386), and then every file's fixtures (a
+    fine-tuned model, the installed wheel) are made again on every worker, doubling the run."""
+    from importlib.metadata import version
+
+    def release(name):
+        return tuple(int(p) for p in re.findall(r"\d+", version(name))[:2])
+
+    if (
+        config.getoption("dist", "no") == "loadgroup"
+        and release("pytest") >= (9, 2)
+        and release("pytest-xdist") <= (3, 8)
+    ):
+        raise pytest.UsageError(
+            f"pytest {version('pytest')} with pytest-xdist {version('pytest-xdist')} does not group tests under "
+            "--dist loadgroup (pytest-xdist#1386): install the versions in constraints.txt (pytest<9.2)"
+        )
+
+
 @pytest.fixture(scope="session")
 def shared():
     "Return the path of a shared real data file, or skip the test (saying why) when this machine does not have it."
