@@ -51,6 +51,12 @@ def quiet_known_noise() -> None:
     logging.getLogger("torchao").addFilter(_DropMessages("Failed to load"))
     logging.getLogger("torch.utils._pytree").addFilter(_DropMessages("<enum"))
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("💡 Tip"))
+    # onnxruntime's quantize_dynamic advises its own image pre-processing script, on the root logger
+    logging.getLogger().addFilter(_DropMessages("Please consider to run pre-processing before quantization"))
+    # torch's ONNX exporter lists the torchvision operators it skips when torchvision (unused here) is not installed
+    logging.getLogger("torch.onnx._internal.exporter._registration").addFilter(
+        _DropMessages("torchvision is not installed")
+    )
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
@@ -387,7 +393,8 @@ def parse_command(
     except ArgumentError as e:
         options = [o for a in parser._actions for o in a.option_strings]
         raise UsageError(short_usage_error(str(e), options, prog, argv)) from None
-    return {k: v for k, v in vars(parser.instantiate_classes(cfg)).items() if k != "config"}
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    return {k: v for k, v in vars(instantiate(cfg)).items() if k != "config"}
 
 # %% ../nbs/09_core.ipynb #932e7110
 def method_of(cls: type):

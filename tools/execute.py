@@ -24,6 +24,9 @@ if __name__ == "__main__":
 
         skip_flags = "eval:\\s*false" + ("" if torch.cuda.is_available() else "|gpu")
         skip = lambda cell: cell.cell_type == "code" and re.search(rf"^#\|\s*({skip_flags})\s*$", cell.source, re.M)
+        for cell in nb.cells:  # execnb keeps a cell's old outputs when it prints nothing now: start from none
+            if cell.cell_type == "code" and not skip(cell):
+                cell.outputs = []
         CaptureShell(path).run_all(nb, exc_stop=True, preproc=skip)
         write_nb(nb, path)
         print(f"{path.name}: ran in {time.perf_counter() - t0:.1f} s")
