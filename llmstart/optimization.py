@@ -9,7 +9,7 @@ import copy
 import json
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +33,7 @@ __all__ = ['REDUCE_RANGE', 'INT8_LOADER', 'METHODS', 'count_parameters', 'weight
            'sparsity_of', 'prune_ffn_neurons', 'Int8Linear', 'input_absmax', 'calibration_batches', 'quantize_int8',
            'save_int8_bundle', 'load_int8_classifier', 'distillation_loss', 'student_layer_ids', 'make_student',
            'Distiller', 'save_bundle', 'CompressOptions', 'compress_int8', 'compress_prune', 'compress_distill',
-           'compress', 'cli_compress']
+           'compress_with', 'compress', 'cli_compress']
 
 # %% ../nbs/05_optimization.ipynb #39d780c0
 def count_parameters(model: nn.Module) -> int:
@@ -542,6 +542,8 @@ class CompressOptions(DataOptions):
     smooth: float = 0.0
     calibration_data: str | None = None
     progress_bar: bool = False
+    latency_examples: int = 256
+    seed: int = 0
 
     def data(self, bundle: Path, info: dict) -> ClassificationDataModule:
         "The training data, read for the bundle (its labels and columns) and tokenized for it."
@@ -658,6 +660,27 @@ def _compared(row: dict, original: dict) -> dict:
         "accuracy_delta": round(row["accuracy"] - original["accuracy"], 5),
     }
 
+# %% ../nbs/05_optimization.ipynb #c01d31be
+def compress_with(
+    model: str, method: str, output: Path, o: CompressOptions, overwrite: bool = False, report=print
+) -> list[dict]:
+    "`compress` with its settings in `o`: one row for the original, then one per method, each reported as it is measured."
+    import lightning as L
+
+    methods, outputs = _plan(model, method, output, o, overwrite)
+    rows = [measure(model, o.eval_data, "original", o.latency_examples, **o.reading())]
+    report(rows[0])
+    current = Path(model)
+    for i, (m, out) in enumerate(zip(methods, outputs)):
+        L.seed_everything(o.seed, verbose=False)
+        with scratch() as work, output_folder(out, "compress", overwrite):
+            extra = METHODS[m](current, out, read_bundle(current), o, work)
+        variant = f"{rows[-1]['variant']}+{m}" if i else m
+        rows.append(_compared(measure(out, o.eval_data, variant, o.latency_examples, **o.reading()) | extra, rows[0]))
+        report(rows[-1])
+        current = out
+    return rows
+
 # %% ../nbs/05_optimization.ipynb #0e8d6792
 def compress(
     model: str,
@@ -685,10 +708,9 @@ def compress(
     overwrite: bool = False,
     report=print,
 ) -> list[dict]:
-    """Compress the classification bundle `model` and measure it: one row per variant (the original, then each method's
-    result), each with parameters, weight-file size, CPU latency per example at batch 1 and 32, accuracy and macro-F1 on
-    `eval_data`, all measured in this run. Methods chain left to right (`distill,int8`); the last one's bundle is `output`,
-    the others are written beside it as `<output>-<method>`.
+    """Compress the classification bundle `model` and measure each variant in this run (the original, then each method's
+    result: parameters, file size, CPU latency at batch 1 and 32, accuracy, macro-F1 on `eval_data`). Methods chain left
+    to right (`distill,int8`); the last one's bundle is `output`, the others are written beside it as `<output>-<method>`.
 
     Args:
         model: the fine-tuned classification bundle to compress
@@ -704,8 +726,7 @@ def compress(
         alpha: distill: the weight of the soft loss (1 - alpha weights the hard labels)
         epochs: training epochs for distill and the pruning recovery
         lr: the peak learning rate of that training (default: 5e-5 for the pruning recovery, 3e-4 for distill)
-        smooth: int8: SmoothQuant's alpha, how much of the activations' range moves into the weights (0: no smoothing;
-            it helps some models and hurts others: measure)
+        smooth: int8: SmoothQuant's alpha, the share of the activations' range moved into the weights (0: none; measure)
         calibration_data: int8: the data whose first 256 inputs calibrate the smoothing (default: train_data, else eval_data)
         text_columns: the text column(s) of the labelled data (default: the ones the model was trained on)
         label_column: the label column (default: the one the model was trained on)
@@ -717,43 +738,10 @@ def compress(
         overwrite: write into output folders that hold other files (they are kept)
         report: called with each row as soon as it is measured
     """
-    import lightning as L
-
-    if sparsity is None:
-        sparsity = 0.0 if structured else 0.5
-    opts = CompressOptions(
-        train_data=train_data,
-        val_data=val_data,
-        eval_data=eval_data,
-        sparsity=sparsity,
-        structured=structured,
-        layers=layers,
-        temperature=temperature,
-        alpha=alpha,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        smooth=smooth,
-        calibration_data=calibration_data,
-        progress_bar=progress_bar,
-        text_columns=text_columns,
-        label_column=label_column,
-        skip_bad=skip_bad,
-    )
-    methods, outputs = _plan(model, method, Path(output), opts, overwrite)
-    rows = [measure(model, eval_data, "original", latency_examples, **opts.reading())]
-    report(rows[0])
-    current = Path(model)
-    for i, (m, out) in enumerate(zip(methods, outputs)):
-        L.seed_everything(seed, verbose=False)
-        with scratch() as work, output_folder(out, "compress", overwrite):
-            extra = METHODS[m](current, out, read_bundle(current), opts, work)
-        variant = f"{rows[-1]['variant']}+{m}" if i else m
-        row = _compared(measure(out, eval_data, variant, latency_examples, **opts.reading()) | extra, rows[0])
-        rows.append(row)
-        report(row)
-        current = out
-    return rows
+    sparsity = (0.0 if structured else 0.5) if sparsity is None else sparsity
+    args = locals()  # every option, by name
+    options = CompressOptions(**{f.name: args[f.name] for f in fields(CompressOptions)})
+    return compress_with(model, method, Path(output), options, overwrite, report)
 
 # %% ../nbs/05_optimization.ipynb #6e7f085c
 def cli_compress(argv: list[str] | None = None) -> int:
