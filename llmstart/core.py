@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 __all__ = ['SCALES', 'SCRATCH_PREFIX', 'OUTPUT_MARKER', 'DataError', 'UsageError', 'quiet_known_noise', 'pick_scale', 'reachable',
            'hub_offline', 'hub_reachable', 'load_pretrained', 'clean_stale_scratch', 'scratch_folder', 'scratch',
            'read_output_marker', 'check_output', 'output_folder', 'normalize_options', 'short_usage_error',
-           'parse_command', 'method_of']
+           'parse_command', 'patch_method']
 
 # %% ../nbs/09_core.ipynb #7301308b
 class DataError(ValueError):
@@ -397,7 +397,7 @@ def parse_command(
     return {k: v for k, v in vars(instantiate(cfg)).items() if k != "config"}
 
 # %% ../nbs/09_core.ipynb #932e7110
-def method_of(cls: type):
+def patch_method(cls: type):
     """Decorator: make the function a method of `cls` (replacing one of the same name). The name the function is defined
     under keeps what it named before in the module, so a method named like a module function (`save_bundle`, say)
     does not replace that function."""

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from .core import DataError, UsageError, hub_offline, hub_reachable, load_pretrained, method_of, pick_scale
+from .core import DataError, UsageError, hub_offline, hub_reachable, load_pretrained, patch_method, pick_scale
 
 # %% auto #0
 __all__ = ['SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCHEMAS', 'NLI_LABELS', 'MINILM_HUB_ID', 'data_dir',
@@ -35,8 +35,8 @@ __all__ = ['SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCH
            'token_lengths', 'padding_stats', 'SeededRandomSampler', 'LengthGroupedBatchSampler', 'load_corpus',
            'split_documents', 'separator_id', 'token_stream', 'pack_blocks', 'RandomWindows', 'as_tokenizer',
            'fit_epoch', 'make_loader', 'DataModule', 'classification_loader', 'ClassificationDataModule',
-           'stratified_split', 'setup', 'train_dataloader', 'val_dataloader', 'causal_lm_collate',
-           'LanguageModelingDataModule', 'make_synthetic_nli', 'write_synthetic_nli', 'inspect_data', 'cli_data']
+           'stratified_split', 'causal_lm_collate', 'LanguageModelingDataModule', 'make_synthetic_nli',
+           'write_synthetic_nli', 'inspect_data', 'cli_data']
 
 # %% ../nbs/00_data.ipynb #17289a70
 def data_dir() -> Path | None:
@@ -819,7 +819,7 @@ def stratified_split(ds: datasets.Dataset, fraction: float, seed: int = 0) -> tu
     return parts["train"], parts["test"]
 
 # %% ../nbs/00_data.ipynb #91301efc
-@method_of(ClassificationDataModule)
+@patch_method(ClassificationDataModule)
 def setup(self, stage: str | None = None):
     if self.train_ds is not None:
         return
@@ -838,7 +838,7 @@ def setup(self, stage: str | None = None):
     self.val_ds = tokenize_classification(val, self.tokenizer, h.max_length)
 
 # %% ../nbs/00_data.ipynb #370ba629
-@method_of(ClassificationDataModule)
+@patch_method(ClassificationDataModule)
 def _loader(self, ds, train: bool):
     from transformers import DataCollatorWithPadding
 
@@ -846,12 +846,12 @@ def _loader(self, ds, train: bool):
     return self.loader(ds, train, DataCollatorWithPadding(self.tokenizer), lengths)
 
 
-@method_of(ClassificationDataModule)
+@patch_method(ClassificationDataModule)
 def train_dataloader(self):
     return self._loader(self.train_ds, train=True)
 
 
-@method_of(ClassificationDataModule)
+@patch_method(ClassificationDataModule)
 def val_dataloader(self):
     return self._loader(self.val_ds, train=False)
 
@@ -909,7 +909,7 @@ class LanguageModelingDataModule(DataModule):
         self.train_ds = self.val_ds = None
 
 # %% ../nbs/00_data.ipynb #cbd03e04
-@method_of(LanguageModelingDataModule)
+@patch_method(LanguageModelingDataModule)
 def setup(self, stage: str | None = None):
     if self.train_ds is not None:
         return
@@ -926,14 +926,14 @@ def setup(self, stage: str | None = None):
     self.val_ds = pack_blocks(val, self.tokenizer, h.block_size).with_format("torch")
 
 
-@method_of(LanguageModelingDataModule)
+@patch_method(LanguageModelingDataModule)
 def train_dataloader(self):
     random_windows = isinstance(self.train_ds, RandomWindows)  # as many windows an epoch as there are packed blocks
     per_epoch = len(self.train_ds) // self.hparams.block_size + 1 if random_windows else None
     return self.loader(self.train_ds, True, self.collate_fn, num_samples=per_epoch)
 
 
-@method_of(LanguageModelingDataModule)
+@patch_method(LanguageModelingDataModule)
 def val_dataloader(self):
     return self.loader(self.val_ds, False, self.val_collate_fn or self.collate_fn)
 

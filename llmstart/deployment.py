@@ -4,9 +4,8 @@
 
 # %% auto #0
 __all__ = ['ONNX_INPUTS', 'BACKENDS', 'MAX_INPUTS_HARD', 'export_onnx', 'cli_export', 'TorchBackend', 'OnnxBackend',
-           'load_backend', 'Example', 'PredictRequest', 'ClassifierAPI', 'decode_request', 'batch', 'predict',
-           'unbatch', 'encode_response', 'make_server', 'serve', 'cli_serve', 'Client', 'request_body', 'load_test',
-           'free_port', 'port_in_use', 'ServerProcess', 'stop']
+           'load_backend', 'Example', 'PredictRequest', 'ClassifierAPI', 'make_server', 'serve', 'cli_serve', 'Client',
+           'request_body', 'load_test', 'free_port', 'port_in_use', 'ServerProcess']
 
 # %% ../nbs/06_deployment.ipynb #016138fd
 import asyncio
@@ -30,7 +29,7 @@ import litserve as ls
 from fastapi import Header, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .core import UsageError, method_of, output_folder, parse_command
+from .core import UsageError, patch_method, output_folder, parse_command
 from .data import data_options, labelled_examples
 from .finetuning import load_classifier
 from .bundle import copy_bundle, read_bundle
@@ -382,7 +381,7 @@ class ClassifierAPI(ls.LitAPI):
             raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
 
 # %% ../nbs/06_deployment.ipynb #7cdc8c89c7104fffa095e18ddfef8986
-@method_of(ClassifierAPI)
+@patch_method(ClassifierAPI)
 def decode_request(self, request: PredictRequest) -> list[tuple]:
     examples = request.examples()
     if len(examples) > self.max_inputs:
@@ -407,12 +406,12 @@ def decode_request(self, request: PredictRequest) -> list[tuple]:
     return examples
 
 # %% ../nbs/06_deployment.ipynb #504fb2a444614c0babb325280ed9130a
-@method_of(ClassifierAPI)
+@patch_method(ClassifierAPI)
 def batch(self, inputs: list[list[tuple]]) -> list[list[tuple]]:
     return inputs  # each request keeps its list of examples: predict runs them all in one pass
 
 
-@method_of(ClassifierAPI)
+@patch_method(ClassifierAPI)
 def predict(self, requests):
     single = bool(requests) and isinstance(requests[0], tuple)  # max_batch_size 1: one request, not a batch
     if single:
@@ -430,12 +429,12 @@ def predict(self, requests):
     return out[0] if single else out
 
 
-@method_of(ClassifierAPI)
+@patch_method(ClassifierAPI)
 def unbatch(self, output):
     return output
 
 
-@method_of(ClassifierAPI)
+@patch_method(ClassifierAPI)
 def encode_response(self, probs) -> dict:
     def one(p):
         probabilities = {label: round(float(q), 6) for label, q in zip(self.labels, p)}
@@ -665,7 +664,7 @@ class ServerProcess:
         raise TimeoutError(f"the server did not become healthy in {startup_timeout} s:\n{why}")
 
 # %% ../nbs/06_deployment.ipynb #8a65eabff63a45729fe45fb5ade58bdc
-@method_of(ServerProcess)
+@patch_method(ServerProcess)
 def stop(self, timeout: float = 30) -> int:
     "Ctrl-C to the server's process group, then SIGKILL after `timeout`; returns the exit code."
     if self.proc.poll() is None:
@@ -690,11 +689,11 @@ def stop(self, timeout: float = 30) -> int:
     return self.proc.returncode
 
 
-@method_of(ServerProcess)
+@patch_method(ServerProcess)
 def __enter__(self):
     return self
 
 
-@method_of(ServerProcess)
+@patch_method(ServerProcess)
 def __exit__(self, *exc):
     self.stop()

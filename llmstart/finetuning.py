@@ -18,7 +18,7 @@ import torchmetrics
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from .core import DataError, UsageError, load_pretrained, method_of
+from .core import DataError, UsageError, load_pretrained, patch_method
 from llmstart.data import (
     MINILM_HUB_ID,
     ClassificationDataModule,
@@ -33,8 +33,7 @@ from .training import Recipe, fit, make_trainer
 
 # %% auto #0
 __all__ = ['classification_metrics', 'Classifier', 'BiLSTMClassifier', 'load_encoder_classifier', 'trainable_parameters',
-           'SequenceClassifier', 'setup', 'configure_model', 'merged_model', 'save_bundle', 'load_classifier',
-           'predict', 'evaluate_classifier', 'cli_finetune']
+           'SequenceClassifier', 'load_classifier', 'predict', 'evaluate_classifier', 'cli_finetune']
 
 # %% ../nbs/04_finetuning.ipynb #041e7cb4
 def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
@@ -214,7 +213,7 @@ class SequenceClassifier(Classifier):
         return {"labels": self.label_names}
 
 # %% ../nbs/04_finetuning.ipynb #e56d41ac
-@method_of(SequenceClassifier)
+@patch_method(SequenceClassifier)
 def setup(self, stage: str | None = None):
     dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
     if dm is None:
@@ -230,7 +229,7 @@ def setup(self, stage: str | None = None):
     }
 
 
-@method_of(SequenceClassifier)
+@patch_method(SequenceClassifier)
 def configure_model(self):
     if self.model is not None:
         return
@@ -243,13 +242,13 @@ def configure_model(self):
     self.setup_metrics(len(self.label_names))
 
 # %% ../nbs/04_finetuning.ipynb #12af2703
-@method_of(SequenceClassifier)
+@patch_method(SequenceClassifier)
 def merged_model(self):
     "The model for inference: LoRA updates merged into the weights (a copy), or the model itself."
     return copy.deepcopy(self.model).merge_and_unload() if self.hparams.lora else self.model
 
 
-@method_of(SequenceClassifier)
+@patch_method(SequenceClassifier)
 def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
     """Write the classifier (LoRA merged) as a bundle that `evaluate_classifier`, `predict` and the server read;
     `tokenizer` defaults to the training data's."""

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import prune
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from .core import UsageError, check_output, method_of, output_folder, parse_command, scratch
+from .core import UsageError, check_output, patch_method, output_folder, parse_command, scratch
 from .data import ClassificationDataModule, DataOptions, data_options, labelled_examples, load_classification
 from .finetuning import Classifier, SequenceClassifier, evaluate_classifier, load_classifier
 from .bundle import BundleInfo, read_bundle, save_bundle
@@ -32,8 +32,8 @@ __all__ = ['REDUCE_RANGE', 'INT8_LOADER', 'METHODS', 'count_parameters', 'weight
            'backend_latency_ms', 'measure', 'encoder_layers', 'prunable_weights', 'magnitude_prune', 'make_permanent',
            'sparsity_of', 'prune_ffn_neurons', 'Int8Linear', 'input_absmax', 'calibration_batches', 'quantize_int8',
            'save_int8_bundle', 'load_int8_classifier', 'distillation_loss', 'student_layer_ids', 'make_student',
-           'Distiller', 'save_bundle', 'CompressOptions', 'compress_int8', 'compress_prune', 'compress_distill',
-           'compress_with', 'compress', 'cli_compress']
+           'Distiller', 'CompressOptions', 'compress_int8', 'compress_prune', 'compress_distill', 'compress_with',
+           'compress', 'cli_compress']
 
 # %% ../nbs/05_optimization.ipynb #39d780c0
 def count_parameters(model: nn.Module) -> int:
@@ -502,7 +502,7 @@ class Distiller(Classifier):
         }
 
 # %% ../nbs/05_optimization.ipynb #8dd0d8092fe74a7c96281538738b07e2
-@method_of(Distiller)
+@patch_method(Distiller)
 def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
     "Write the student as a classification bundle; `tokenizer` defaults to the teacher's."
     h, t = self.hparams, self.teacher_info

@@ -30,7 +30,7 @@ from transformers import (
     GPT2LMHeadModel,
 )
 
-from .core import DataError, UsageError, load_pretrained, method_of, output_folder
+from .core import DataError, UsageError, load_pretrained, patch_method, output_folder
 from llmstart.data import (
     DataModule,
     LanguageModelingDataModule,
@@ -45,10 +45,9 @@ from .bundle import read_bundle, save_bundle
 from .training import Recipe, TrainingCLI, fit, make_trainer, run_command
 
 # %% auto #0
-__all__ = ['SENTENCE_END', 'MaskedLMCollator', 'pad', 'word_ids', 'mask', 'masking_stats', 'LanguageModel', 'MaskedLM',
-           'collators', 'setup', 'forward_loss', 'bundle_info', 'fill_mask', 'make_sentence_pairs',
-           'SentencePairDataModule', 'train_dataloader', 'val_dataloader', 'CausalLM', 'filter_logits',
-           'sample_next_token', 'generate', 'evaluate_language_model', 'cli_pretrain', 'recipe_config']
+__all__ = ['SENTENCE_END', 'MaskedLMCollator', 'masking_stats', 'LanguageModel', 'MaskedLM', 'fill_mask', 'make_sentence_pairs',
+           'SentencePairDataModule', 'CausalLM', 'filter_logits', 'sample_next_token', 'generate',
+           'evaluate_language_model', 'cli_pretrain', 'recipe_config']
 
 # %% ../nbs/03_pretraining.ipynb #84f79ec4
 def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +120,7 @@ class MaskedLMCollator:
         return batch
 
 # %% ../nbs/03_pretraining.ipynb #acae54e37e7d407bbb7b55eff062a284
-@method_of(MaskedLMCollator)
+@patch_method(MaskedLMCollator)
 def pad(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
     "Stack (and right-pad) the examples' fields into tensors."
     ids = [torch.as_tensor(e["input_ids"]) for e in examples]
@@ -139,7 +138,7 @@ def pad(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
     return batch
 
 # %% ../nbs/03_pretraining.ipynb #72eea5119410473aa328ad9291626812
-@method_of(MaskedLMCollator)
+@patch_method(MaskedLMCollator)
 def word_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
     "For each position, the index of its word in its row (words as the tokenizer's vocabulary marks them)."
     start = ~self.continues[input_ids]
@@ -148,7 +147,7 @@ def word_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
     return start.long().cumsum(1) - 1
 
 
-@method_of(MaskedLMCollator)
+@patch_method(MaskedLMCollator)
 def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None = None):
     "Masked inputs and labels for `input_ids` (a new tensor; the input is not changed)."
     ids = input_ids.clone()
@@ -285,7 +284,7 @@ class MaskedLM(LanguageModel):
             self.model = cls(config)
 
 # %% ../nbs/03_pretraining.ipynb #b118ea5561624da68c537baed56e602f
-@method_of(MaskedLM)
+@patch_method(MaskedLM)
 def collators(self):
     "The training collator (random masking) and the validation one (the same masks every pass)."
     h = self.hparams
@@ -293,14 +292,14 @@ def collators(self):
     return MaskedLMCollator(self.tokenizer, **kw), MaskedLMCollator(self.tokenizer, deterministic=True, **kw)
 
 
-@method_of(MaskedLM)
+@patch_method(MaskedLM)
 def setup(self, stage: str | None = None):
     dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
     if dm is not None:
         dm.collate_fn, dm.val_collate_fn = self.collators()
 
 # %% ../nbs/03_pretraining.ipynb #504fb2a444614c0babb325280ed9130a
-@method_of(MaskedLM)
+@patch_method(MaskedLM)
 def forward_loss(self, batch) -> dict:
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -328,7 +327,7 @@ def forward_loss(self, batch) -> dict:
     }
 
 # %% ../nbs/03_pretraining.ipynb #8a65eabff63a45729fe45fb5ade58bdc
-@method_of(MaskedLM)
+@patch_method(MaskedLM)
 def bundle_info(self) -> dict:
     "The objective and data settings, and how tokens were masked."
     h = self.hparams
@@ -445,7 +444,7 @@ class SentencePairDataModule(DataModule):
         self.train_ds, self.val_ds = self._pairs(train, h.seed), self._pairs(val, h.seed + 1)
 
 # %% ../nbs/03_pretraining.ipynb #4dd4641cc4064e0191573fe9c69df29b
-@method_of(SentencePairDataModule)
+@patch_method(SentencePairDataModule)
 def _loader(self, ds, train: bool):
     fn = self.collate_fn if train else (self.val_collate_fn or self.collate_fn)
     if fn is None:
@@ -453,12 +452,12 @@ def _loader(self, ds, train: bool):
     return self.loader(ds, train, fn)
 
 
-@method_of(SentencePairDataModule)
+@patch_method(SentencePairDataModule)
 def train_dataloader(self):
     return self._loader(self.train_ds, True)
 
 
-@method_of(SentencePairDataModule)
+@patch_method(SentencePairDataModule)
 def val_dataloader(self):
     return self._loader(self.val_ds, False)
 

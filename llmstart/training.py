@@ -26,7 +26,7 @@ from .bundle import bundle_function, read_bundle, save_bundle
 from llmstart.core import (
     UsageError,
     check_output,
-    method_of,
+    patch_method,
     normalize_options,
     output_folder,
     parse_command,
@@ -36,10 +36,9 @@ from llmstart.core import (
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'SCHEDULES', 'RUN_FILE', 'Dense', 'mse_loss', 'cross_entropy_loss', 'SGD', 'Adam', 'ScratchMLP',
-           'param_groups', 'make_scheduler', 'Recipe', 'training_step', 'validation_step', 'on_validation_epoch_end',
-           'configure_optimizers', 'choose_precision', 'make_loggers', 'SaveLastAtEnd', 'checkpoint_callbacks',
-           'make_trainer', 'last_checkpoint', 'run_identity', 'RecordRun', 'fit', 'run_arguments', 'TrainingCLI',
-           'run_command', 'evaluate_bundle', 'cli_evaluate']
+           'param_groups', 'make_scheduler', 'Recipe', 'choose_precision', 'make_loggers', 'SaveLastAtEnd',
+           'checkpoint_callbacks', 'make_trainer', 'last_checkpoint', 'run_identity', 'RecordRun', 'fit',
+           'run_arguments', 'TrainingCLI', 'run_command', 'evaluate_bundle', 'cli_evaluate']
 
 # %% ../nbs/02_training.ipynb #814e453b
 ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
@@ -274,7 +273,7 @@ class Recipe(L.LightningModule):
             return True
 
 # %% ../nbs/02_training.ipynb #acae54e37e7d407bbb7b55eff062a284
-@method_of(Recipe)
+@patch_method(Recipe)
 def training_step(self, batch, batch_idx):
     out = self.forward_loss(batch)
     if self._writes_logs_now():  # self.log costs ~0.6 ms: skip the steps nobody sees
@@ -284,7 +283,7 @@ def training_step(self, batch, batch_idx):
     return out["loss"]
 
 
-@method_of(Recipe)
+@patch_method(Recipe)
 def validation_step(self, batch, batch_idx):
     "Accumulate the weighted loss and log the other metrics; returns `forward_loss`'s dict (keys starting `_` are not logged)."
     out = self.forward_loss(batch)
@@ -298,7 +297,7 @@ def validation_step(self, batch, batch_idx):
     return out
 
 
-@method_of(Recipe)
+@patch_method(Recipe)
 def on_validation_epoch_end(self):
     self.log("val_loss", self.val_loss_mean.compute(), prog_bar=True)
     self.val_loss_mean.reset()
@@ -307,7 +306,7 @@ def on_validation_epoch_end(self):
         self.val_lm_loss_mean.reset()
 
 # %% ../nbs/02_training.ipynb #72eea5119410473aa328ad9291626812
-@method_of(Recipe)
+@patch_method(Recipe)
 def configure_optimizers(self):
     "AdamW over `param_groups` and the warmup + decay schedule, stepped every optimizer step, over the run's length."
     h = self.hparams

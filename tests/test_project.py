@@ -31,6 +31,21 @@ def test_runtime_package_never_imports_dev_tools():
     assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_star_imports_bring_no_bare_methods():
+    """A method taught in its own cell (`patch_method`) stays out of its module's `__all__`: `from llmstart.deployment
+    import *` once brought ClassifierAPI's `predict`, which shadowed the library's own `predict`."""
+    mods = [p.stem for p in (ROOT / "llmstart").glob("*.py") if not p.stem.startswith("_")]
+    code = (
+        f"import importlib, inspect\nfor m in {mods!r}:\n    mod = importlib.import_module('llmstart.' + m)\n"
+        "    for n in mod.__all__:\n        f = getattr(mod, n)\n"
+        "        if inspect.isfunction(f) and '.' in f.__qualname__: print(f'llmstart.{m}.{n}', f.__qualname__)\n"
+        "print('done')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines() == ["done"], r.stdout
+
+
 def test_requirements_are_ranges_and_dev_tools_are_dev_only():
     reqs = settings()["requirements"].split()
     torch = [r for r in reqs if r.startswith("torch")]
