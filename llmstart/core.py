@@ -59,6 +59,8 @@ def quiet_known_noise() -> None:
     )
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+    # peft reads transformers' renamed `is_gradient_checkpointing` (a LoRA model warns at every build)
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
     # llmstart.training.fit decides what an earlier run's checkpoints in a run's folder mean; Lightning's notice is moot
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
