@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.resources
 import json
 import os
 import random
+import urllib.parse
+import urllib.request
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,12 +28,22 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from .core import DataError, UsageError, hub_offline, hub_reachable, load_pretrained, patch_method, pick_scale
+from llmstart.core import (
+    DataError,
+    UsageError,
+    hub_offline,
+    hub_reachable,
+    load_pretrained,
+    patch_method,
+    pick_scale,
+    reachable,
+)
 
 # %% auto #0
-__all__ = ['SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCHEMAS', 'NLI_LABELS', 'MINILM_HUB_ID', 'data_dir',
-           'shared_file', 'sample_path', 'load_hub', 'resolve_source', 'SkippedRows', 'SkippedRowsWarning',
-           'read_records', 'detect_schema', 'label_names_for', 'load_classification', 'label_names', 'text_columns_of',
+__all__ = ['SHARED_DATA', 'SAMPLES', 'TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'SKIP_HINT', 'KNOWN_SCHEMAS', 'NLI_LABELS',
+           'MINILM_HUB_ID', 'data_dir', 'SharedData', 'data_cache', 'download_shared', 'shared_file', 'sample_path',
+           'load_hub', 'hub_split', 'resolve_source', 'SkippedRows', 'SkippedRowsWarning', 'read_records',
+           'detect_schema', 'label_names_for', 'load_classification', 'label_names', 'text_columns_of',
            'labelled_examples', 'data_options', 'DataOptions', 'minilm_path', 'tokenize_classification',
            'token_lengths', 'padding_stats', 'SeededRandomSampler', 'LengthGroupedBatchSampler', 'load_corpus',
            'split_documents', 'separator_id', 'token_stream', 'pack_blocks', 'RandomWindows', 'as_tokenizer',
@@ -49,10 +62,136 @@ def data_dir() -> Path | None:
     return None
 
 # %% ../nbs/00_data.ipynb #f90700b4
-def shared_file(name: str) -> Path | None:
-    "Path of the shared data file `name`, or `None` when it is not available on this machine."
+@dataclass(frozen=True)
+class SharedData:
+    "A shared data file's pinned source files (URL -> their SHA-256), the SHA-256 of the file, and how it is built."
+
+    title: str
+    sources: dict[str, str]
+    sha256: str
+    build: Callable[[list[bytes]], bytes] | None = None  # None: the file is its one source
+
+
+def _esnli_pairs(parts: list[bytes]) -> bytes:
+    "SNLI pairs as JSON lines from e-SNLI's premise, hypothesis and label files (one pair a line in each)."
+    s1, s2, labels = (p.decode("utf-8").splitlines() for p in parts)
+    rows = (
+        json.dumps({"premise": a.strip(), "hypothesis": b.strip(), "label": c.strip()})
+        for a, b, c in zip(s1, s2, labels)
+    )
+    return "".join(r + "\n" for r in rows).encode("utf-8")
+
+
+_GITHUB = "https://raw.githubusercontent.com/"
+_ESNLI = _GITHUB + "OanaMariaCamburu/e-SNLI/7b585a3f077fdea899780eb0473940522ae44a2e/dataset/eSNLI/"
+SHARED_DATA = {
+    "tinyshakespeare.txt": SharedData(
+        "Tiny Shakespeare",
+        {
+            _GITHUB + "karpathy/char-rnn/6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e/data/tinyshakespeare/input.txt": (
+                "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+            )
+        },
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+    ),
+    "wikitext2_valid.txt": SharedData(
+        "WikiText-2 validation",
+        {
+            _GITHUB + "pytorch/examples/77f55b912142e11fcfdf5b530231fb9c52f181e8/word_language_model/data/wikitext-2/"
+            "valid.txt": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8"
+        },
+        "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+    ),
+    "snli_dev.jsonl": SharedData(
+        "SNLI 1.0 dev",
+        {
+            _ESNLI + "s1.dev": "28a398b5478b10b4b851d4bb5b2e5767171519add6586015ed50b9436df11d00",
+            _ESNLI + "s2.dev": "a8c59709630b64ba103f7784c0cb7104a6baf23234562487264d9634714f5d2b",
+            _ESNLI + "labels.dev": "d164d72435c3289fe53cb01e983f7c06e104bf192c0cae9caf2e99bf2e15f974",
+        },
+        "ba9d8a145cd21d506346712aae4c0aa6b554d58083dab27e12baa9cd36fe7317",
+        _esnli_pairs,
+    ),
+}
+
+# %% ../nbs/00_data.ipynb #c8dd43ee
+def data_cache() -> Path:
+    "Where downloaded shared data files are kept: `$LLMSTART_CACHE/data`, else `~/.cache/llmstart/data`."
+    return Path(os.environ.get("LLMSTART_CACHE") or Path.home() / ".cache" / "llmstart").expanduser() / "data"
+
+
+def _source_url(url: str) -> str:
+    mirror = os.environ.get("LLMSTART_DATA_MIRROR")
+    return mirror.rstrip("/") + "/" + url[len(_GITHUB) :] if mirror and url.startswith(_GITHUB) else url
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def download_shared(name: str) -> Path:
+    """Download the shared data file `name` (one of `SHARED_DATA`) from its pinned sources into `data_cache()`, checking
+    every SHA-256 on the way; nothing is saved unless all match."""
+    spec, parts = SHARED_DATA[name], []
+    for url, want in spec.sources.items():
+        with urllib.request.urlopen(_source_url(url), timeout=60) as r:
+            parts.append(r.read())
+        if (got := _sha256(parts[-1])) != want:
+            raise DataError(
+                f"{_source_url(url)}: SHA-256 {got}, not the pinned {want}: the download is not the file llmstart "
+                "checked (a proxy's page, a truncated transfer); nothing was saved. Try again, or put the file in "
+                "$LLMSTART_DATA_DIR yourself"
+            )
+    data = spec.build(parts) if spec.build else parts[0]
+    if (got := _sha256(data)) != spec.sha256:
+        raise DataError(
+            f"{name}: built from its sources, SHA-256 {got}, not the pinned {spec.sha256}; nothing was saved"
+        )
+    path = data_cache() / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    part.write_bytes(data)
+    part.replace(path)  # a reader never sees half a file
+    return path
+
+# %% ../nbs/00_data.ipynb #9daa0195
+_TOLD: set[str] = set()
+
+
+def _tell_once(name: str, message: str):
+    if name not in _TOLD:
+        _TOLD.add(name)
+        print(message)
+
+
+def _download_blocked() -> str | None:
+    "Why a download cannot happen now (offline mode, no network), or None."
+    if hub_offline():
+        return "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+    url = urllib.parse.urlparse(_source_url(_GITHUB))
+    if not reachable(url.hostname, url.port or (443 if url.scheme == "https" else 80), timeout=3.0):
+        return f"{url.hostname} cannot be reached"
+    return None
+
+
+def shared_file(name: str, download: bool = True) -> Path | None:
+    """Path of the shared data file `name`: the shared data folder's (`data_dir`), else a checked copy in the cache,
+    else (with `download`, when the network allows) one downloaded now from its pinned source; `None` offline."""
     root = data_dir()
-    return root / name if root is not None and (root / name).is_file() else None
+    if root is not None and (root / name).is_file():
+        return root / name
+    cached = data_cache() / name
+    spec = SHARED_DATA.get(name)
+    if cached.is_file() and (spec is None or _sha256(cached.read_bytes()) == spec.sha256):
+        return cached
+    if spec is None or not download:
+        return None
+    if why := _download_blocked():
+        _tell_once(name, f"{name}: not in a shared data folder, and {why}: no copy downloaded")
+        return None
+    path = download_shared(name)
+    _tell_once(name, f"{name}: {spec.title}, downloaded from its pinned source (SHA-256 checked) to {path}")
+    return path
 
 # %% ../nbs/00_data.ipynb #7c725dc0
 SAMPLES = {
@@ -97,6 +236,14 @@ def load_hub(dataset_id: str, *, name: str | None = None, split: str | None = No
             f"or a bundled sample ({', '.join('sample:' + s for s in SAMPLES)}), "
             f"or download it once where the hub is reachable."
         ) from e
+
+# %% ../nbs/00_data.ipynb #5734257b
+def hub_split(dataset_id: str, split: str | None = None, default: str = "train") -> tuple[str, str]:
+    "(id, split) of a hub source written `id` or `id:split`, with `split` if given (it must agree), else `default`."
+    repo, _, named = str(dataset_id).partition(":")
+    if split and named and split != named:
+        raise UsageError(f"{dataset_id!r} names split {named!r} but split={split!r} was asked for: name one")
+    return repo, split or named or default
 
 # %% ../nbs/00_data.ipynb #b8e70e6f
 TEXT_SUFFIXES = (".txt", ".text", ".md")
@@ -340,12 +487,15 @@ def load_classification(
     name: str | None = None,
 ):
     """Load and check labelled single texts or sentence pairs from a bundled sample, a local JSON lines / JSON / CSV / TSV
-    file, or a hub data set (`split`, config `name`). Returns a `datasets.Dataset` with the text column(s) and a
+    file, or a hub data set (`split`, or `id:split`; config `name`). Returns a `datasets.Dataset` with the text column(s) and a
     `ClassLabel` column `label`."""
     kind, where = resolve_source(source)
-    report = SkippedRows(str(where) if kind == "file" else f"{where} ({split or 'train'})")
     if kind == "hub":
-        raw = load_hub(where, name=name, split=split or "train")
+        where, split = hub_split(where, split)
+    report = SkippedRows(str(where) if kind == "file" else f"{where} ({split})")
+    if kind == "hub":
+        raw = load_hub(where, name=name, split=split)
+        report.total = raw.num_rows
         feature = raw.features.get(label_column)
         if feature is None:
             raise DataError(f"{report.path}: no column {label_column!r}; the columns are {raw.column_names}")
@@ -585,11 +735,12 @@ def load_corpus(
     name: str | None = None,
     skip_bad: bool = False,
 ):
-    """Documents of a corpus -- a bundled sample, a local text / JSON lines / CSV / TSV file, or a hub data set (`split`,
+    """Documents of a corpus -- a bundled sample, a local text / JSON lines / CSV / TSV file, or a hub data set (`split`, or `id:split`;
     config `name`) -- as a `datasets.Dataset` with one column, `text`. `by`: one document per 'line', 'paragraph' or 'file'."""
     kind, where = resolve_source(source)
     if kind == "hub":
-        raw = load_hub(where, name=name, split=split or "train")
+        where, split = hub_split(where, split)
+        raw = load_hub(where, name=name, split=split)
         if text_column not in raw.column_names:
             raise DataError(
                 f"{where}: no column {text_column!r}; the columns are {raw.column_names} (pass text_column=...)"

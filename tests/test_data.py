@@ -242,6 +242,78 @@ def test_hub_unlabelled_rows_are_dropped_and_reported():
     assert caught[0].message.report.lines == {"unlabelled (label -1, dropped)": [2, 4]}
 
 
+@pytest.fixture
+def data_mirror(shared, tmp_path, monkeypatch):
+    """A stand-in for the shared data files' pinned sources: a local folder served over HTTP under the same paths,
+    with no shared data folder, an empty cache and the network allowed; yields (folder, cache, the real files' bytes)."""
+    import functools
+    import http.server
+    import threading
+
+    real = {name: shared(name).read_bytes() for name in ("tinyshakespeare.txt", "wikitext2_valid.txt")}
+    root = tmp_path / "mirror"
+    root.mkdir()
+    quiet = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    handler = functools.partial(quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for k, v in {
+        "LLMSTART_DATA_DIR": str(tmp_path / "no-shared-data"),
+        "LLMSTART_CACHE": str(tmp_path / "cache-root"),
+        "LLMSTART_DATA_MIRROR": f"http://127.0.0.1:{server.server_address[1]}",
+        "HF_HUB_OFFLINE": "0",
+        "HF_DATASETS_OFFLINE": "0",
+    }.items():
+        monkeypatch.setenv(k, v)
+    yield root, D.data_cache(), real
+    server.shutdown()
+
+
+def _mirror_put(root, url: str, data: bytes):
+    path = root / url.removeprefix("https://raw.githubusercontent.com/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_shared_file_downloads_its_pinned_source_once_and_checks_it(data_mirror, capsys):
+    root, cache, files = data_mirror
+    real = files["tinyshakespeare.txt"]
+    (url,) = D.SHARED_DATA["tinyshakespeare.txt"].sources
+    _mirror_put(root, url, real)
+    path = D.shared_file("tinyshakespeare.txt")
+    assert path == cache / "tinyshakespeare.txt" and path.read_bytes() == real
+    assert "downloaded from its pinned source (SHA-256 checked)" in capsys.readouterr().out
+    _mirror_put(root, url, b"changed")  # the cached copy is used, and it is still the checked one
+    assert D.shared_file("tinyshakespeare.txt").read_bytes() == real
+
+
+def test_shared_file_refuses_a_download_that_is_not_the_pinned_file(data_mirror):
+    root, cache, files = data_mirror
+    (url,) = D.SHARED_DATA["wikitext2_valid.txt"].sources
+    _mirror_put(root, url, files["wikitext2_valid.txt"][:-100])  # a truncated transfer
+    with pytest.raises(D.DataError, match="not the pinned"):
+        D.shared_file("wikitext2_valid.txt")
+    assert not (cache / "wikitext2_valid.txt").exists()
+
+
+def test_snli_dev_is_rebuilt_from_esnli_exactly(shared):
+    "The SNLI file is built from e-SNLI's three files; rebuilt from the same lines (e-SNLI pads them), it is the same file."
+    rows = [json.loads(l) for l in shared("snli_dev.jsonl").read_text().splitlines()]
+    parts = [("".join(r[k] + " \n" for r in rows)).encode() for k in ("premise", "hypothesis", "label")]
+    built = D._esnli_pairs(parts)
+    assert built == shared("snli_dev.jsonl").read_bytes()
+    assert D._sha256(built) == D.SHARED_DATA["snli_dev.jsonl"].sha256
+
+
+def test_offline_shared_file_is_none_and_says_why(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LLMSTART_DATA_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("LLMSTART_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(D, "_TOLD", set())
+    assert D.shared_file("snli_dev.jsonl") is None
+    assert "offline mode is on" in capsys.readouterr().out
+    assert D.shared_file("no_such_file.txt") is None
+
+
 # --- samples, corpora and data modules ---------------------------------------------------------------------------
 
 
