@@ -26,6 +26,7 @@ from .bundle import bundle_function, read_bundle, save_bundle
 from llmstart.core import (
     UsageError,
     check_output,
+    dry_run_steps,
     patch_method,
     normalize_options,
     output_folder,
@@ -37,8 +38,8 @@ from llmstart.core import (
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'SCHEDULES', 'RUN_FILE', 'Dense', 'mse_loss', 'cross_entropy_loss', 'SGD', 'Adam', 'ScratchMLP',
            'param_groups', 'make_scheduler', 'Recipe', 'choose_precision', 'make_loggers', 'SaveLastAtEnd',
-           'checkpoint_callbacks', 'make_trainer', 'last_checkpoint', 'run_identity', 'RecordRun', 'fit',
-           'run_arguments', 'TrainingCLI', 'run_command', 'evaluate_bundle', 'cli_evaluate']
+           'checkpoint_callbacks', 'dry_run_limits', 'make_trainer', 'last_checkpoint', 'run_identity', 'RecordRun',
+           'fit', 'run_arguments', 'TrainingCLI', 'run_command', 'evaluate_bundle', 'cli_evaluate']
 
 # %% ../nbs/02_training.ipynb #814e453b
 ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
@@ -332,13 +333,22 @@ def choose_precision(accelerator: str = "auto", capability: tuple[int, int] | No
     return "bf16-mixed" if tuple(capability) >= (8, 0) else "16-mixed"
 
 # %% ../nbs/02_training.ipynb #452afcf3
+def _wandb_logged_in() -> bool:
+    "Has the user given wandb an API key (`WANDB_API_KEY`, or `wandb login`, which writes it to ~/.netrc)?"
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
 def make_loggers(output_dir: str | Path, name: str = "run", kind: str = "auto", project: str = "llmstart") -> list:
     """Loggers for a run: a `CSVLogger` in `output_dir/logs`, plus a `WandbLogger` when `kind` is 'wandb', or 'auto' and
-    wandb is installed and configured (`WANDB_API_KEY` or `WANDB_MODE` set). Offline-safe: wandb logs locally when its server is unreachable."""
+    wandb is installed and logged in (`wandb login`, or `WANDB_API_KEY`). Offline-safe: wandb logs locally (in
+    `output_dir/wandb`) when `WANDB_MODE=offline` or its server is unreachable."""
     if kind not in ("auto", "csv", "wandb"):
         raise ValueError(f"logger must be 'auto', 'csv' or 'wandb', got {kind!r}")
     loggers = [CSVLogger(Path(output_dir) / "logs", name=name)]
-    configured = bool(os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"))
+    configured = _wandb_logged_in()
     try:
         import wandb  # noqa: F401
 
@@ -351,7 +361,11 @@ def make_loggers(output_dir: str | Path, name: str = "run", kind: str = "auto", 
         from lightning.pytorch.loggers import WandbLogger
 
         offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled") or not reachable("api.wandb.ai")
-        loggers.append(WandbLogger(project=project, name=name, save_dir=str(output_dir), offline=offline))
+        loggers.append(
+            WandbLogger(
+                project=os.environ.get("WANDB_PROJECT") or project, name=name, save_dir=str(output_dir), offline=offline
+            )
+        )
     return loggers
 
 # %% ../nbs/02_training.ipynb #3dd0a93a
@@ -396,6 +410,27 @@ def checkpoint_callbacks(
         )
     return cbs
 
+# %% ../nbs/02_training.ipynb #93cdae74
+def dry_run_limits(limits: dict, accumulate_grad_batches: int = 1) -> dict:
+    """The Trainer's `limits` (max_steps, max_epochs, val_check_interval, limit_train_batches, log_every_n_steps, ...)
+    as given, or, in a dry run, cut to `dry_run_steps()` optimizer steps in one epoch. Validation is left whole (the
+    stand-ins' are small), so the checks that a logged metric equals one computed over the whole set still hold."""
+    steps = dry_run_steps()
+    if steps is None:
+        return limits
+    batches = steps * accumulate_grad_batches
+
+    def at_most(value, n):  # None, -1 (no limit) and fractions of an epoch become n
+        return n if value is None or value == -1 or isinstance(value, float) else min(value, n)
+
+    cut = dict(limits, max_steps=at_most(limits.get("max_steps"), steps), max_epochs=1)
+    cut["limit_train_batches"] = at_most(limits.get("limit_train_batches"), batches)
+    if isinstance(limits.get("val_check_interval"), int):
+        cut["val_check_interval"] = min(limits["val_check_interval"], batches)
+    if "log_every_n_steps" in limits:  # logs to plot
+        cut["log_every_n_steps"] = min(limits["log_every_n_steps"], steps)
+    return cut
+
 # %% ../nbs/02_training.ipynb #1c2fa01f
 def make_trainer(
     output_dir: str | Path | None = "runs/run",
@@ -423,6 +458,7 @@ def make_trainer(
     log_every_n_steps: int = 10,
     enable_model_summary: bool = True,
     callbacks: Sequence[Callback] = (),
+    dry_run: bool = True,
     **trainer_kwargs,
 ) -> L.Trainer:
     """A Lightning `Trainer` with the recipe's defaults: precision from the hardware (`choose_precision`), gradient clipping
@@ -456,8 +492,12 @@ def make_trainer(
         log_every_n_steps: how often training metrics are written
         enable_model_summary: print the model summary at the start
         callbacks: more Lightning callbacks
+        dry_run: let a dry run (`LLMSTART_DRY_RUN`) cut this run short (False: its length is the point, as in a resume demo)
     """
     output_dir = Path(output_dir or "runs/run")
+    limits = dict(max_steps=max_steps, max_epochs=max_epochs, val_check_interval=val_check_interval)
+    limits |= dict(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches)
+    limits |= dict(log_every_n_steps=log_every_n_steps)
     loggers = make_loggers(output_dir, name, logger) if logger else False
     cbs = checkpoint_callbacks(output_dir / "checkpoints", checkpoint_every_n_steps, monitor, mode)
     cbs += [LearningRateMonitor(logging_interval="step")] if loggers else []
@@ -471,22 +511,17 @@ def make_trainer(
         logger=loggers,
         enable_progress_bar=progress_bar,
         callbacks=[*cbs, *callbacks],
-        max_steps=max_steps,
-        max_epochs=max_epochs,
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
         num_nodes=num_nodes,
         accumulate_grad_batches=accumulate_grad_batches,
         gradient_clip_val=gradient_clip_val,
-        val_check_interval=val_check_interval,
         check_val_every_n_epoch=check_val_every_n_epoch,
-        limit_train_batches=limit_train_batches,
-        limit_val_batches=limit_val_batches,
         num_sanity_val_steps=num_sanity_val_steps,
         deterministic=deterministic,
-        log_every_n_steps=log_every_n_steps,
         enable_model_summary=enable_model_summary,
+        **(dry_run_limits(limits, accumulate_grad_batches) if dry_run else limits),
         **trainer_kwargs,
     )
 

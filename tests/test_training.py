@@ -241,16 +241,66 @@ def test_fit_needs_a_finite_run_for_the_schedule(tmp_path):
         trainer.fit(Tiny(), torch.utils.data.DataLoader(Endless(), batch_size=4))
 
 
-def test_loggers_are_csv_without_wandb(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    loggers = T.make_loggers(tmp_path, "x")
-    try:
-        import wandb  # noqa: F401
-
-        assert len(loggers) == 2
-    except ImportError:
-        assert [type(l).__name__ for l in loggers] == ["CSVLogger"]
-        with pytest.raises(ImportError, match="pip install wandb"):
-            T.make_loggers(tmp_path, "x", kind="wandb")
+def test_auto_logs_to_wandb_only_when_logged_in(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_MODE", "offline")  # how wandb runs if used; not a reason to use it
+    assert [type(l).__name__ for l in T.make_loggers(tmp_path, "x")] == ["CSVLogger"]
+    (tmp_path / "netrc").write_text(
+        "machine api.wandb.ai\n  login user\n  password 0123\n"
+    )  # what `wandb login` writes
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert [type(l).__name__ for l in T.make_loggers(tmp_path, "x")] == ["CSVLogger", "WandbLogger"]
     with pytest.raises(ValueError, match="logger must be"):
         T.make_loggers(tmp_path, "x", kind="tensorboard")
+
+
+def wandb_history(path: Path) -> list[dict]:
+    """The history rows (what `log` sent) of an offline wandb run's `.wandb` file: W&B's LevelDB-style log (a 7-byte
+    header, then records of crc32, length, type in 32 KiB blocks, long ones split FIRST / MIDDLE / LAST) of protobufs."""
+    import struct
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, rows, pos, pending = path.read_bytes(), [], 7, b""
+    assert data[:4] == b":W&B", "not a wandb run file"
+    while pos + 7 <= len(data):
+        if (left := 32768 - pos % 32768) < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:
+            break
+        pending, pos = pending + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # FULL, or the LAST piece
+            record = pb.Record.FromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+    return rows
+
+
+def test_wandb_offline_run_holds_the_logged_metrics(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_PROJECT", "llmstart-test")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    L.seed_everything(0, verbose=False)
+    trainer = T.make_trainer(
+        tmp_path, max_steps=16, logger="wandb", log_every_n_steps=1, monitor=None, progress_bar=False, name="wb"
+    )
+    trainer.fit(Tiny(lr=0.05, warmup=0), loader())
+    run = trainer.loggers[1].experiment
+    assert run.project == "llmstart-test" and run.offline
+    wandb.finish()
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")  # what `wandb sync` uploads
+    history = wandb_history(run_file)
+    logged = {r["trainer/global_step"]: r["train_loss"] for r in history if "train_loss" in r}
+    csv = [l.split(",") for l in (Path(trainer.loggers[0].log_dir) / "metrics.csv").read_text().splitlines()]
+    in_csv = {
+        int(r["step"]): float(r["train_loss"]) for r in (dict(zip(csv[0], l)) for l in csv[1:]) if r["train_loss"]
+    }
+    assert sorted(logged) == list(range(16)) == sorted(in_csv)  # every step's loss, in both loggers
+    assert all(logged[k] == pytest.approx(in_csv[k], rel=1e-6) for k in logged)
+    assert logged[15] < logged[0]  # and it trained
+    assert any(k.startswith("lr-AdamW") for r in history for k in r)  # the learning-rate monitor logs there too
