@@ -24,7 +24,9 @@ from llmstart.data import (
     ClassificationDataModule,
     classification_loader,
     data_options,
+    hub_split,
     load_classification,
+    resolve_source,
     text_columns_of,
     tokenize_classification,
 )
@@ -339,9 +341,12 @@ def evaluate_classifier(
     text_columns: list[str] | None = None,
     label_column: str | None = None,
 ) -> dict:
-    """Accuracy, macro-F1 and per-class precision / recall of a classification bundle on a labelled data file (or hub id).
+    """Accuracy, macro-F1 and per-class precision / recall of a classification bundle on a labelled data file, or a hub id (its
+    validation split unless it names one: `stanfordnlp/snli:test`).
     The data is read as the model was trained (`data_options`): its columns, unless told others."""
     model, tokenizer, info = load_classifier(bundle)
+    if resolve_source(data)[0] == "hub":
+        data = ":".join(hub_split(data, default="validation"))  # a bare hub id: its validation split, never train
     ds = load_classification(data, **data_options(info, text_columns, label_column, skip_bad))
     want, got = len(info.get("text_columns", [])), len(text_columns_of(ds))
     if want and want != got:

@@ -18,11 +18,12 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from .core import UsageError, output_folder, parse_command
+from .core import UsageError, check_trained, output_folder, parse_command
 from llmstart.data import (
     DataOptions,
     data_options,
     label_names,
+    hub_split,
     labelled_examples,
     load_classification,
     load_corpus,
@@ -126,12 +127,12 @@ def local_pairs(spec: str, folder: str | Path) -> str:
     (`id` or `id:split`, default split train) written to `folder` as JSON lines with label names."""
     if spec.startswith("sample:") or Path(spec).exists():
         return spec
-    source, _, split = spec.partition(":")
-    if resolve_source(source)[0] == "file":
+    if resolve_source(spec)[0] == "file":
         return spec
-    ds = load_classification(source, split=split or "train")
+    source, split = hub_split(spec)
+    ds = load_classification(source, split=split)
     names, cols = ds.features["label"].names, text_columns_of(ds)
-    path = Path(folder) / f"{source.replace('/', '_')}_{split or 'train'}.jsonl"
+    path = Path(folder) / f"{source.replace('/', '_')}_{split}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         for r in ds:

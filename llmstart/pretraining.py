@@ -11,6 +11,7 @@ import math
 import random
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,9 +46,9 @@ from .bundle import read_bundle, save_bundle
 from .training import Recipe, TrainingCLI, fit, make_trainer, run_command
 
 # %% auto #0
-__all__ = ['SENTENCE_END', 'MaskedLMCollator', 'masking_stats', 'LanguageModel', 'MaskedLM', 'fill_mask', 'make_sentence_pairs',
-           'SentencePairDataModule', 'CausalLM', 'filter_logits', 'sample_next_token', 'generate',
-           'evaluate_language_model', 'cli_pretrain', 'recipe_config']
+__all__ = ['SENTENCE_END', 'MaskedLMCollator', 'masking_stats', 'LanguageModel', 'ContextWarning', 'check_context', 'MaskedLM',
+           'fill_mask', 'make_sentence_pairs', 'SentencePairDataModule', 'CausalLM', 'filter_logits',
+           'sample_next_token', 'generate', 'evaluate_language_model', 'cli_pretrain', 'recipe_config']
 
 # %% ../nbs/03_pretraining.ipynb #84f79ec4
 def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,6 +223,40 @@ class LanguageModel(Recipe):
         return save_bundle(
             path, self.model, tokenizer, task=self.task, evaluator=evaluator, **{**self.bundle_info(), **info}
         )
+
+# %% ../nbs/03_pretraining.ipynb #11f5f1ec
+class ContextWarning(UserWarning):
+    "A new causal LM has positions that its training data never reaches: they are never trained."
+
+
+def check_context(positions: int, data_length: int | None, warn_unused: bool = True):
+    """Refuse data whose sequences (`data_length` tokens) are longer than the model's `positions`; with `warn_unused`,
+    warn when the model has positions the data never reaches."""
+    if data_length is None:
+        return
+    if data_length > positions:
+        raise UsageError(
+            f"the data's sequences are {data_length} tokens long but the model has positions for {positions}: build "
+            f"the model with {data_length} positions (max_positions / block_size), or cut the data to {positions}"
+        )
+    if warn_unused and data_length < positions:
+        warnings.warn(
+            ContextWarning(
+                f"the new model has positions for {positions} tokens but the data's sequences are {data_length} long: "
+                f"positions {data_length} to {positions - 1} never train; make the two equal"
+            ),
+            stacklevel=2,
+        )
+
+
+@patch_method(LanguageModel)
+def on_fit_start(self):
+    super(LanguageModel, self).on_fit_start()
+    dm = getattr(self.trainer, "datamodule", None)
+    if dm is not None:
+        new = not self.hparams.get("pretrained")
+        warn_unused = new and self.task == "causal-lm"
+        check_context(self.model.config.max_position_embeddings, _data_info(dm)["block_size"], warn_unused)
 
 # %% ../nbs/03_pretraining.ipynb #923b5764
 class MaskedLM(LanguageModel):
