@@ -1,0 +1,269 @@
+#!/usr/bin/env python
+"""The real-scale path of every chapter, run here: on this CPU, offline, in minutes. A chapter's real path must pass it.
+
+    python tools/dry_run.py [nbs/03_pretraining.ipynb ...] [--steps 2] [--workers N] [--json FILE]
+
+Each notebook runs top to bottom, unchanged, at `LLMSTART_SCALE=real`, cells flagged `#| gpu` included, with:
+
+- the hub's models and data sets replaced by **stand-ins**: tiny models of the same architectures and small data sets
+  with the same configs, splits and columns, written into a temporary Hugging Face cache in the hub's layout, which the
+  libraries read in offline mode as they would read downloaded ones (`HUB_MODELS`, `HUB_DATASETS`);
+- every training run cut to `--steps` optimizer steps in one epoch (`LLMSTART_DRY_RUN`, which the recipe's
+  `make_trainer` reads; validation stays whole, as the stand-ins are small);
+- no shared data folder: the shared files come from the download cache, as on Colab after the first download (the
+  download itself is tested in tests/test_data.py against a stand-in server);
+- two mistakes that run but are wrong turned into failures: a model with positions its data never reaches
+  (`ContextWarning`), and a chapter that falls back to a bundled sample at the real scale.
+
+Prints one line per notebook (seconds, and the error if it failed), and exits non-zero if any failed.
+"""
+
+import argparse, hashlib, json, os, re, shutil, subprocess, sys, tempfile, time, traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FALLBACK = "no copy downloaded"  # what `shared_file` prints when a chapter is left with the bundled samples
+
+
+# --- stand-ins for the hub ---------------------------------------------------------------------------------------
+
+
+def _bert(folder: Path):
+    "bert-base-uncased's tokenizer (all-MiniLM-L6-v2 ships the same vocabulary) on a 2-layer, 32-wide BERT."
+    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
+    from llmstart.data import minilm_path
+
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    BertForPreTraining(config).save_pretrained(folder)
+
+
+def _gpt2(folder: Path):
+    "A byte-level BPE tokenizer with GPT-2's one special token (and no padding token), on a 2-layer, 32-wide GPT-2."
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from llmstart.data import sample_path
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train([str(sample_path("corpus"))], vocab_size=1000, special_tokens=["<|endoftext|>"])
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(folder))
+    tok = GPT2TokenizerFast(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=1024)
+    tok.save_pretrained(folder)
+    end = tok.eos_token_id
+    config = GPT2Config(
+        vocab_size=len(tok), n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=end, eos_token_id=end
+    )
+    GPT2LMHeadModel(config).save_pretrained(folder)
+
+
+HUB_MODELS = {"google-bert/bert-base-uncased": _bert, "openai-community/gpt2": _gpt2}
+
+
+def _snli(rows: list[dict]):
+    "SNLI's splits, columns and labels (ClassLabel; -1 where the annotators did not agree), from real SNLI dev pairs."
+    import datasets
+
+    names = ["entailment", "neutral", "contradiction"]
+    features = datasets.Features(
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=names),
+        }
+    )
+
+    def part(rs):
+        rs = [{"premise": r["premise"], "hypothesis": r["hypothesis"], "label": names.index(r["label"])} for r in rs]
+        rs[3]["label"] = rs[10]["label"] = -1  # the hub's unlabelled pairs
+        return datasets.Dataset.from_list(rs, features=features)
+
+    return "plain_text", {
+        "train": part(rows[:2000]),
+        "validation": part(rows[2000:2400]),
+        "test": part(rows[2400:2800]),
+    }
+
+
+def _wikitext(lines: list[str]):
+    "WikiText-103 (raw)'s splits and one `text` column: a line a row, blank lines and ' = Heading = ' lines included."
+    import datasets
+
+    part = lambda ls: datasets.Dataset.from_dict({"text": [l + "\n" if l.strip() else "" for l in ls]})
+    return "wikitext-103-raw-v1", {
+        "train": part(lines[:3000]),
+        "validation": part(lines[3000:3400]),
+        "test": part(lines[3400:3760]),
+    }
+
+
+HUB_DATASETS = {"stanfordnlp/snli": _snli, "Salesforce/wikitext": _wikitext}
+
+
+def put_model(hub_cache: Path, repo_id: str, build):
+    "Write a stand-in model into the hub cache's layout: models--org--name/{refs/main, snapshots/<revision>/...}."
+    repo = hub_cache / f"models--{repo_id.replace('/', '--')}"
+    revision = hashlib.sha1(f"dry-run {repo_id}".encode()).hexdigest()
+    build(repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+
+
+def put_dataset(datasets_cache: Path, repo_id: str, config: str, splits: dict):
+    "Write a stand-in data set where `datasets` keeps a prepared one (offline, `load_dataset(repo_id)` reads it there)."
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+    from datasets.naming import camelcase_to_snakecase
+
+    namespace, name = repo_id.split("/")
+    folder = datasets_cache / f"{namespace}___{camelcase_to_snakecase(name)}" / config / "0.0.0" / "dryrun"
+    folder.mkdir(parents=True)
+    info = datasets.SplitDict(dataset_name=name)
+    for split, ds in splits.items():
+        writer = ArrowWriter(features=ds.features, path=str(folder / f"{name}-{split}.arrow"))
+        writer.write_table(ds.data.table)
+        n, size = writer.finalize()
+        writer.close()
+        info.add(datasets.SplitInfo(name=split, num_bytes=size, num_examples=n, dataset_name=name))
+    features = next(iter(splits.values())).features
+    datasets.DatasetInfo(
+        features=features, config_name=config, dataset_name=name, builder_name=name, splits=info, version="0.0.0"
+    ).write_to_directory(str(folder))
+
+
+def build_standins(home: Path) -> dict:
+    """Stand-ins for every hub model and data set the chapters name, and a download cache holding the shared files,
+    under `home`; returns the environment that points the libraries at them (None without the shared data files)."""
+    from llmstart.data import SHARED_DATA, _sha256, shared_file
+
+    missing = [n for n in SHARED_DATA if shared_file(n, download=False) is None]
+    if missing:
+        return None
+    for repo_id, build in HUB_MODELS.items():
+        put_model(home / "hf" / "hub", repo_id, build)
+    snli = [json.loads(l) for l in shared_file("snli_dev.jsonl").read_text().splitlines()]
+    wiki = shared_file("wikitext2_valid.txt").read_text(encoding="utf-8").splitlines()
+    for repo_id, rows in [("stanfordnlp/snli", snli), ("Salesforce/wikitext", wiki)]:
+        put_dataset(home / "hf" / "datasets", repo_id, *HUB_DATASETS[repo_id](rows))
+    cache = home / "cache" / "data"
+    cache.mkdir(parents=True)
+    for name, spec in SHARED_DATA.items():
+        data = shared_file(name, download=False).read_bytes()
+        assert _sha256(data) == spec.sha256, f"{name}: the shared copy is not the pinned file"
+        (cache / name).write_bytes(data)
+    (home / "no-shared-data").mkdir()
+    return {
+        "HF_HOME": str(home / "hf"),
+        "HF_HUB_CACHE": str(home / "hf" / "hub"),
+        "HF_DATASETS_CACHE": str(home / "hf" / "datasets"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "LLMSTART_CACHE": str(home / "cache"),
+        "LLMSTART_DATA_DIR": str(home / "no-shared-data"),
+    }
+
+
+# --- running the notebooks ---------------------------------------------------------------------------------------
+
+PRELUDE = """import warnings
+from llmstart.pretraining import ContextWarning
+warnings.simplefilter("error", ContextWarning)"""
+
+
+def run_one(path: Path):
+    "Run one notebook in this process (the child side of `main`); raise on the first failing cell."
+    from execnb.nbio import read_nb
+    from execnb.shell import CaptureShell
+
+    os.chdir(path.parent)
+    nb, shell = read_nb(path), CaptureShell(path)
+    shell.run(PRELUDE)
+    seconds = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or re.search(r"^#\|\s*eval:\s*false\s*$", cell.source, re.M):
+            continue
+        start = time.perf_counter()
+        shell.cell(cell)
+        seconds[i] = round(time.perf_counter() - start, 1)
+        if shell.exc:
+            error = "".join(traceback.format_exception(shell.exc)[-4:])
+            sys.exit(f"{path.name}, cell {i} failed:\n{cell.source[:800]}\n---\n{error}")
+    printed = json.dumps([c.get("outputs", []) for c in nb.cells])
+    if FALLBACK in printed:
+        sys.exit(f"{path.name}: at the real scale it fell back to a bundled sample ('{FALLBACK}' in its output)")
+    slowest = sorted(seconds.items(), key=lambda kv: -kv[1])[:3]
+    print(json.dumps({"slowest_cells": [{"cell": i, "seconds": t} for i, t in slowest]}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: every chapter in nbs/)")
+    ap.add_argument("--steps", type=int, default=2, help="optimizer steps every training run is cut to")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="notebooks run at once")
+    ap.add_argument("--json", type=Path, help="also write the per-notebook results to this file")
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return run_one(args.child.resolve())
+    paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+    home = Path(tempfile.mkdtemp(prefix="llmstart-dry-run-"))
+    try:
+        t0 = time.perf_counter()
+        standins = build_standins(home)
+        if standins is None:
+            print(
+                "dry run skipped: it builds its stand-ins from the shared data files (SNLI dev, WikiText-2, Tiny "
+                "Shakespeare), and this machine has none (see data_dir: shared/data above the repository, or "
+                "$LLMSTART_DATA_DIR)"
+            )
+            return 0
+        env = os.environ | standins
+        threads = str(max(1, (os.cpu_count() or 1) // max(1, min(args.workers, len(paths)))))
+        env |= {"LLMSTART_SCALE": "real", "LLMSTART_DRY_RUN": str(args.steps), "OMP_NUM_THREADS": threads}
+        env |= {"TMPDIR": str(home), "MPLBACKEND": "agg", "TOKENIZERS_PARALLELISM": "false"}
+        print(f"stand-ins built in {time.perf_counter() - t0:.0f} s under {home}", flush=True)
+
+        def run(path):
+            start = time.perf_counter()
+            cmd = [sys.executable, __file__, "--child", str(path)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            error = None if proc.returncode == 0 else (proc.stderr.strip() or proc.stdout.strip())[-3000:]
+            slowest = [] if error else json.loads(proc.stdout.strip().splitlines()[-1])["slowest_cells"]
+            where = ", ".join(f"cell {c['cell']} {c['seconds']:.0f} s" for c in slowest)
+            print(
+                f"{'ok  ' if error is None else 'FAIL'} {path.name}: {seconds:.0f} s"
+                + (f" (slowest: {where})" if where else ""),
+                flush=True,
+            )
+            if error:
+                print("     " + error.replace("\n", "\n     "), flush=True)
+            return {
+                "notebook": path.name,
+                "seconds": round(seconds, 1),
+                "ok": error is None,
+                "error": error,
+                "slowest_cells": slowest,
+            }
+
+        with ThreadPoolExecutor(args.workers) as pool:
+            results = list(pool.map(run, paths))
+        failed = [r["notebook"] for r in results if not r["ok"]]
+        total = time.perf_counter() - t0
+        print(f"dry run: {len(results) - len(failed)} of {len(results)} notebooks passed in {total:.0f} s")
+        if args.json:
+            args.json.write_text(
+                json.dumps({"steps": args.steps, "seconds": round(total, 1), "notebooks": results}, indent=1)
+            )
+        return 1 if failed else 0
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
