@@ -5,7 +5,8 @@ FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY . /src
-RUN pip install /src onnxruntime && useradd --create-home server
+# the versions the tests ran with (onnxruntime, the ONNX backend, is one of the package's requirements)
+RUN pip install -c /src/constraints.txt /src && useradd --create-home server
 ARG BUNDLE=bundle
 COPY ${BUNDLE} /bundle
 USER server

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # the test files that share the installed wheel (the `installed` and `readme_session` fixtures)
-INSTALLED = {"test_install", "test_readme", "test_pipeline"}
+INSTALLED = {"test_install", "test_readme", "test_pipeline", "test_docker"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
@@ -169,6 +169,17 @@ def finetune_minilm(train_file, out_dir, epochs: int = 1, lr: float = 2e-4):
     return model.save_bundle(Path(out_dir) / "model", data.tokenizer)
 
 
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    "Ctrl-C to the process group `proc` leads (started with start_new_session=True), then SIGKILL to what is left."
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    proc.wait()
+
+
 # ---- llmstart built and installed as a user installs it: a wheel, into a fresh virtual environment
 
 
@@ -268,16 +279,7 @@ def readme_session(tmp_path_factory, installed):
             assert r.returncode == 0, f"$ {cmd}\n{r.stderr[-3000:]}"
     finally:
         if server is not None:
-            os.killpg(server.pid, signal.SIGINT)  # Ctrl-C, as the README says (to the shell and the server)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(server.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            server.wait()
+            stop_group(server)  # Ctrl-C, as the README says (to the shell and the server)
     for _ in range(50):
         if not port_in_use(port):
             break
