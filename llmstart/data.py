@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import http.client
 import importlib.resources
 import json
 import os
 import random
+import tempfile
 import urllib.parse
 import urllib.request
 import warnings
@@ -134,8 +136,15 @@ def download_shared(name: str) -> Path:
     every SHA-256 on the way; nothing is saved unless all match."""
     spec, parts = SHARED_DATA[name], []
     for url, want in spec.sources.items():
-        with urllib.request.urlopen(_source_url(url), timeout=60) as r:
-            parts.append(r.read())
+        try:
+            with urllib.request.urlopen(_source_url(url), timeout=60) as r:
+                parts.append(r.read())
+        except (OSError, http.client.HTTPException) as e:  # HTTP errors, resets, timeouts, short reads
+            raise DataError(
+                f"{name}: could not download {_source_url(url)} ({e}); nothing was saved. Try again, put the file in "
+                "$LLMSTART_DATA_DIR yourself, point $LLMSTART_DATA_MIRROR at a copy, or set HF_HUB_OFFLINE=1 to use "
+                "the bundled samples"
+            ) from e
         if (got := _sha256(parts[-1])) != want:
             raise DataError(
                 f"{_source_url(url)}: SHA-256 {got}, not the pinned {want}: the download is not the file llmstart "
@@ -149,18 +158,24 @@ def download_shared(name: str) -> Path:
         )
     path = data_cache() / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    part.write_bytes(data)
-    part.replace(path)  # a reader never sees half a file
+    fd, part = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".part")  # one per writer
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(part, path)  # a reader never sees half a file
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
     return path
 
 # %% ../nbs/00_data.ipynb #9daa0195
-_TOLD: set[str] = set()
+_TOLD: set[tuple[str, str]] = set()
 
 
 def _tell_once(name: str, message: str):
-    if name not in _TOLD:
-        _TOLD.add(name)
+    "Print `message` about the file `name` once a session."
+    if (name, message) not in _TOLD:
+        _TOLD.add((name, message))
         print(message)
 
 
@@ -925,8 +940,8 @@ class ClassificationDataModule(DataModule):
         val_fraction: the share of train_file held out when there is no validation data
         group_by_length: batch similar lengths together (much less padding)
         skip_bad: skip bad rows and count them, instead of stopping at the first
-        train_split: the hub split to train on
-        val_split: the hub split to validate on
+        train_split: the hub split to train on (default: the one `train_file` names as `id:split`, else train)
+        val_split: the hub split to validate on (default: the one `val_file` names, else validation)
         name: the hub data set's configuration name
         num_workers: data loading processes
         seed: the seed of the split and the shuffle
@@ -945,8 +960,8 @@ class ClassificationDataModule(DataModule):
         val_fraction: float = 0.1,
         group_by_length: bool = True,
         skip_bad: bool = False,
-        train_split: str = "train",
-        val_split: str = "validation",
+        train_split: str | None = None,
+        val_split: str | None = None,
         name: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
@@ -979,11 +994,14 @@ def setup(self, stage: str | None = None):
         source, split=split, labels=labels, **{k: h[k] for k in ("text_columns", "label_column", "skip_bad", "name")}
     )
     train = read(h.train_file, h.train_split, h.labels)
-    val_source = h.val_file or (h.train_file if resolve_source(h.train_file)[0] == "hub" else None)
+    val_source = h.val_file or (hub_split(h.train_file)[0] if resolve_source(h.train_file)[0] == "hub" else None)
     if val_source is None:
         train, val = stratified_split(train, h.val_fraction, h.seed)
     else:
-        val = read(val_source, h.val_split, label_names(train))
+        val_split = h.val_split
+        if resolve_source(val_source)[0] == "hub":  # a hub id's own split, else validation (never its train split)
+            val_source, val_split = hub_split(val_source, h.val_split, default="validation")
+        val = read(val_source, val_split, label_names(train))
     self.label_names, self.text_columns = label_names(train), text_columns_of(train)
     self.train_ds = tokenize_classification(train, self.tokenizer, h.max_length)
     self.val_ds = tokenize_classification(val, self.tokenizer, h.max_length)
@@ -1065,11 +1083,12 @@ def setup(self, stage: str | None = None):
     if self.train_ds is not None:
         return
     h = self.hparams
-    load = lambda split: load_corpus(h.source, by=h.by, text_column=h.text_column, split=split, name=h.name)
-    if h.val_split:
-        train, val = load(h.split), load(h.val_split)
+    load = lambda source, split: load_corpus(source, by=h.by, text_column=h.text_column, split=split, name=h.name)
+    if h.val_split:  # the validation split of the same data set, whichever split `source` names for training
+        repo = hub_split(h.source)[0] if resolve_source(h.source)[0] == "hub" else h.source
+        train, val = load(h.source, h.split), load(repo, h.val_split)
     else:
-        train, val = split_documents(load(h.split), h.val_fraction, h.seed)
+        train, val = split_documents(load(h.source, h.split), h.val_fraction, h.seed)
     if h.windows == "random":
         self.train_ds = RandomWindows(token_stream(train, self.tokenizer), h.block_size)
     else:

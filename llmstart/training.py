@@ -343,8 +343,8 @@ def _wandb_logged_in() -> bool:
 
 def make_loggers(output_dir: str | Path, name: str = "run", kind: str = "auto", project: str = "llmstart") -> list:
     """Loggers for a run: a `CSVLogger` in `output_dir/logs`, plus a `WandbLogger` when `kind` is 'wandb', or 'auto' and
-    wandb is installed and logged in (`wandb login`, or `WANDB_API_KEY`). Offline-safe: wandb logs locally (in
-    `output_dir/wandb`) when `WANDB_MODE=offline` or its server is unreachable."""
+    wandb is installed and logged in (`wandb login`, or `WANDB_API_KEY`) and `WANDB_MODE` is not `disabled`.
+    Offline-safe: wandb logs locally (in `output_dir/wandb`) when `WANDB_MODE=offline` or its server is unreachable."""
     if kind not in ("auto", "csv", "wandb"):
         raise ValueError(f"logger must be 'auto', 'csv' or 'wandb', got {kind!r}")
     loggers = [CSVLogger(Path(output_dir) / "logs", name=name)]
@@ -357,10 +357,13 @@ def make_loggers(output_dir: str | Path, name: str = "run", kind: str = "auto", 
         installed = False
     if kind == "wandb" and not installed:
         raise ImportError("logger='wandb' needs the wandb package: pip install wandb")
-    if kind == "wandb" or (kind == "auto" and installed and configured):
+    disabled = os.environ.get("WANDB_MODE") == "disabled"
+    if kind == "wandb" and disabled:
+        raise UsageError("logger='wandb' with WANDB_MODE=disabled: unset WANDB_MODE, or use logger='csv'")
+    if kind == "wandb" or (kind == "auto" and installed and configured and not disabled):
         from lightning.pytorch.loggers import WandbLogger
 
-        offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled") or not reachable("api.wandb.ai")
+        offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun") or not reachable("api.wandb.ai")
         loggers.append(
             WandbLogger(
                 project=os.environ.get("WANDB_PROJECT") or project, name=name, save_dir=str(output_dir), offline=offline

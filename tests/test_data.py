@@ -225,6 +225,47 @@ def test_hub_unreachable_without_offline_env_fails_fast():
     assert time.perf_counter() - t0 < 5
 
 
+@pytest.mark.parametrize(
+    "train_file,val_file,val_split,want",
+    [
+        ("stanfordnlp/snli", None, None, [("stanfordnlp/snli", "train"), ("stanfordnlp/snli", "validation")]),
+        (
+            "stanfordnlp/snli:train[:50]",
+            None,
+            None,
+            [("stanfordnlp/snli", "train[:50]"), ("stanfordnlp/snli", "validation")],
+        ),
+        (
+            "stanfordnlp/snli:validation",
+            "stanfordnlp/snli:test",
+            None,
+            [("stanfordnlp/snli", "validation"), ("stanfordnlp/snli", "test")],
+        ),
+        ("stanfordnlp/snli", "stanfordnlp/snli", "test", [("stanfordnlp/snli", "train"), ("stanfordnlp/snli", "test")]),
+    ],
+)
+def test_hub_splits_named_in_the_id_are_the_splits_read(train_file, val_file, val_split, want, minilm_tokenizer):
+    "`id:split` names the split to read; validation comes from the same data set's validation split, never its train split."
+    feats = datasets.Features(
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=list(D.NLI_LABELS)),
+        }
+    )
+    hub = datasets.Dataset.from_dict(
+        {"premise": ["a", "b", "c"], "hypothesis": ["x", "y", "z"], "label": [0, 1, 2]}, features=feats
+    )
+    read = []
+    with mock.patch.object(
+        D, "load_hub", side_effect=lambda repo, name=None, split=None: read.append((repo, split)) or hub
+    ):
+        D.ClassificationDataModule(train_file, val_file, tokenizer=minilm_tokenizer, val_split=val_split).setup()
+        assert read == want
+        with pytest.raises(D.UsageError, match="names split 'test' but split='validation'"):
+            D.ClassificationDataModule("x/y", "x/y:test", tokenizer=minilm_tokenizer, val_split="validation").setup()
+
+
 def test_hub_unlabelled_rows_are_dropped_and_reported():
     feats = datasets.Features(
         {
@@ -265,6 +306,7 @@ def data_mirror(shared, tmp_path, monkeypatch):
         "HF_DATASETS_OFFLINE": "0",
     }.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setattr(D, "_TOLD", set())
     yield root, D.data_cache(), real
     server.shutdown()
 
@@ -296,6 +338,15 @@ def test_shared_file_refuses_a_download_that_is_not_the_pinned_file(data_mirror)
     assert not (cache / "wikitext2_valid.txt").exists()
 
 
+def test_a_failed_download_is_a_clear_error_and_saves_nothing(data_mirror):
+    root, cache, _ = data_mirror  # the mirror holds nothing: every source answers 404
+    with pytest.raises(
+        D.DataError, match=r"could not download http://127\.0\.0\.1:\d+/karpathy/char-rnn/.*404.*LLMSTART_DATA_DIR"
+    ):
+        D.shared_file("tinyshakespeare.txt")
+    assert not cache.exists() or not list(cache.iterdir())
+
+
 def test_snli_dev_is_rebuilt_from_esnli_exactly(shared):
     "The SNLI file is built from e-SNLI's three files; rebuilt from the same lines (e-SNLI pads them), it is the same file."
     rows = [json.loads(l) for l in shared("snli_dev.jsonl").read_text().splitlines()]
@@ -308,6 +359,7 @@ def test_snli_dev_is_rebuilt_from_esnli_exactly(shared):
 def test_offline_shared_file_is_none_and_says_why(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LLMSTART_DATA_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("LLMSTART_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(D, "_TOLD", set())
     assert D.shared_file("snli_dev.jsonl") is None
     assert "offline mode is on" in capsys.readouterr().out

@@ -1,7 +1,8 @@
 """The Dockerfile's image, built step by step the way `docker build` would, without a Docker daemon (there is none
-here, and its base image could not be pulled): the same Python, the same torch, the package installed from the source
-tree under the same constraints (the `installed` fixture's environment is exactly that), the image's user added as
-its RUN step adds it, and then its CMD run as that user with its ENV -- the server must run as the non-root user,
+here, and its base image could not be pulled): the same Python and torch release, the package installed under the same
+constraints (the `installed` fixture's environment: the wheel of the source tree, as `pip install /src` builds it; it
+also holds the test encoder and takes this machine's torch 2.13.0 build, not the CPU index's), the image's user added
+as its RUN step adds it, and then its CMD run as that user with its ENV -- the server must run as the non-root user,
 pass the image's HEALTHCHECK and answer, with the API key the README's `docker run` sets."""
 
 import json
@@ -52,12 +53,12 @@ def test_the_steps_this_test_reproduces_are_the_dockerfiles():
 
 
 @pytest.fixture(scope="module")
-def image(installed, shared, tmp_path_factory):
+def image(request, shared):
     """A root folder standing for the image: the bundle at its /bundle, the `installed` environment as its Python, and
     the image's user; yields (root, user, environment's bin)."""
     if os.geteuid() != 0:
         pytest.skip("adding the image's user (its `useradd` step) needs root, as docker build has")
-    _, bin_dir = installed
+    _, bin_dir = request.getfixturevalue("installed")  # only once it is known to be needed: it takes minutes
     user = one("USER")
     created = subprocess.run(["id", "-u", user], capture_output=True).returncode != 0
     if created:
@@ -121,7 +122,8 @@ def test_the_image_serves_as_its_user(image):
                 if httpx.get(url + "/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
         else:
             pytest.fail("the server did not become healthy:\n" + (root / "serve.log").read_text()[-3000:])
         # every process of the server runs as the image's user, none as root

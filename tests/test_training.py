@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from llmstart import training as T
+from llmstart.core import UsageError
 
 JOB = Path(__file__).parent / "jobs" / "train_lm.py"
 
@@ -252,6 +253,10 @@ def test_auto_logs_to_wandb_only_when_logged_in(tmp_path, monkeypatch):
     )  # what `wandb login` writes
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     assert [type(l).__name__ for l in T.make_loggers(tmp_path, "x")] == ["CSVLogger", "WandbLogger"]
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # logged in, but turned off
+    assert [type(l).__name__ for l in T.make_loggers(tmp_path, "x")] == ["CSVLogger"]
+    with pytest.raises(UsageError, match="WANDB_MODE=disabled"):
+        T.make_loggers(tmp_path, "x", kind="wandb")
     with pytest.raises(ValueError, match="logger must be"):
         T.make_loggers(tmp_path, "x", kind="tensorboard")
 

@@ -182,6 +182,8 @@ def run_one(path: Path):
 
     os.chdir(path.parent)
     nb, shell = read_nb(path), CaptureShell(path)
+    for cell in nb.cells:  # only this run's outputs are checked (execnb keeps a cell's saved ones when it prints none)
+        cell.outputs = []
     shell.run(PRELUDE)
     seconds = {}
     for i, cell in enumerate(nb.cells):
@@ -234,7 +236,8 @@ def main():
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             seconds = time.perf_counter() - start
             error = None if proc.returncode == 0 else (proc.stderr.strip() or proc.stdout.strip())[-3000:]
-            slowest = [] if error else json.loads(proc.stdout.strip().splitlines()[-1])["slowest_cells"]
+            last = (proc.stdout.strip().splitlines() or [""])[-1]
+            slowest = json.loads(last)["slowest_cells"] if error is None and last.startswith('{"slowest_cells"') else []
             where = ", ".join(f"cell {c['cell']} {c['seconds']:.0f} s" for c in slowest)
             print(
                 f"{'ok  ' if error is None else 'FAIL'} {path.name}: {seconds:.0f} s"
