@@ -104,6 +104,9 @@ def test_the_image_serves_as_its_user(image):
     for args in (a for k, a in STEPS if k == "ENV"):
         env |= dict(kv.split("=", 1) for kv in shlex.split(args))
     env |= {"LLMSTART_API_KEY": "change-me", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    (root / "tmp").mkdir(mode=0o1777)
+    (root / "tmp").chmod(0o1777)
+    env["TMPDIR"] = str(root / "tmp")  # the image's own /tmp: what the server writes there goes with the image
     cmd = [str(root / "bundle") if a == "/bundle" else str(port) if a == "8000" else a for a in json.loads(one("CMD"))]
     log = open(root / "serve.log", "w")
     proc = subprocess.Popen(

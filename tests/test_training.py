@@ -242,8 +242,19 @@ def test_fit_needs_a_finite_run_for_the_schedule(tmp_path):
         trainer.fit(Tiny(), torch.utils.data.DataLoader(Endless(), batch_size=4))
 
 
-def test_auto_logs_to_wandb_only_when_logged_in(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+@pytest.fixture(scope="module")
+def wandb_module(tmp_path_factory):
+    """wandb, imported with the temporary folders it makes at import (wandb-media, wandb-artifacts) inside this run's
+    temporary folder: they are removed with it, not left in /tmp when a worker exits without running finalizers."""
+    import tempfile
+
+    if "wandb" not in sys.modules:
+        with mock.patch.object(tempfile, "tempdir", str(tmp_path_factory.mktemp("wandb-import"))):
+            return pytest.importorskip("wandb")
+    return pytest.importorskip("wandb")
+
+
+def test_auto_logs_to_wandb_only_when_logged_in(tmp_path, monkeypatch, wandb_module):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("WANDB_MODE", "offline")  # how wandb runs if used; not a reason to use it
@@ -285,8 +296,8 @@ def wandb_history(path: Path) -> list[dict]:
     return rows
 
 
-def test_wandb_offline_run_holds_the_logged_metrics(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
+def test_wandb_offline_run_holds_the_logged_metrics(tmp_path, monkeypatch, wandb_module):
+    wandb = wandb_module
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_PROJECT", "llmstart-test")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
