@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from .core import UsageError, check_trained, output_folder, parse_command
+from .core import UsageError, output_folder, parse_command
 from llmstart.data import (
     DataOptions,
     data_options,
