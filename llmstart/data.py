@@ -191,13 +191,17 @@ def _download_blocked() -> str | None:
 
 def shared_file(name: str, download: bool = True) -> Path | None:
     """Path of the shared data file `name`: the shared data folder's (`data_dir`), else a checked copy in the cache,
-    else (with `download`, when the network allows) one downloaded now from its pinned source; `None` offline."""
+    else (with `download`, when the network allows) one downloaded now from its pinned source; `None` offline. Says
+    once a session which it found, so a chapter's output shows which data it ran on."""
     root = data_dir()
+    spec = SHARED_DATA.get(name)
+    title = spec.title if spec else name
     if root is not None and (root / name).is_file():
+        _tell_once(name, f"{name}: {title}, the shared data folder's copy ({root / name})")
         return root / name
     cached = data_cache() / name
-    spec = SHARED_DATA.get(name)
     if cached.is_file() and (spec is None or _sha256(cached.read_bytes()) == spec.sha256):
+        _tell_once(name, f"{name}: {title}, the copy downloaded earlier ({cached})")
         return cached
     if spec is None or not download:
         return None

@@ -31,9 +31,9 @@ from .training import fit, make_trainer
 __all__ = ['REDUCE_RANGE', 'INT8_LOADER', 'METHODS', 'count_parameters', 'weights_mb', 'tokenize_batches', 'latency_ms',
            'backend_latency_ms', 'measure', 'encoder_layers', 'prunable_weights', 'magnitude_prune', 'make_permanent',
            'sparsity_of', 'prune_ffn_neurons', 'Int8Linear', 'input_absmax', 'calibration_batches', 'quantize_int8',
-           'save_int8_bundle', 'load_int8_classifier', 'distillation_loss', 'student_layer_ids', 'make_student',
-           'Distiller', 'CompressOptions', 'compress_int8', 'compress_prune', 'compress_distill', 'compress_with',
-           'compress', 'cli_compress']
+           'save_int8_bundle', 'load_int8_classifier', 'weight_only_quantized', 'distillation_loss',
+           'student_layer_ids', 'make_student', 'Distiller', 'CompressOptions', 'compress_int8', 'compress_prune',
+           'compress_distill', 'compress_with', 'compress', 'cli_compress']
 
 # %% ../nbs/05_optimization.ipynb #39d780c0
 def count_parameters(model: nn.Module) -> int:
@@ -399,6 +399,53 @@ def load_int8_classifier(bundle: str | Path):
     if bad:
         raise ValueError(f"{bundle}/model.safetensors does not match its config: {bad[:5]}")
     return model.eval(), AutoTokenizer.from_pretrained(str(bundle)), info
+
+# %% ../nbs/05_optimization.ipynb #bc69bfbf
+def _saved_mb(model: nn.Module) -> float:
+    "The weights' size as saved (quantized tensors count their packed data and scales, not the dtype they compute in)."
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes / 1e6
+
+
+def weight_only_quantized(model: nn.Module, batch: dict, repeats: int = 20) -> list[dict]:
+    """Time `model` on `batch` (on the batch's device) in 16 bits, then with torchao's int8 and -- on an Ampere or newer
+    GPU, which its kernel needs -- int4 weight-only quantization: one row each, with the ms a batch and the saved MB."""
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+
+    device = next(iter(batch.values())).device
+    cuda = device.type == "cuda"
+    # 16 bits: bf16, except on a GPU without it (a T4: with emulation counted, torch would say it has bf16)
+    half = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    configs = [(str(half).removeprefix("torch."), None), ("int8 weight-only", Int8WeightOnlyConfig())]
+    if cuda and torch.cuda.get_device_capability(device) >= (8, 0):  # torchao's int4 kernel (tinygemm) needs SM80
+        configs.append(
+            ("int4 weight-only", Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d"))
+        )
+    else:
+        print(
+            "int4 weight-only: skipped, its kernel needs an Ampere or newer GPU (compute capability 8.0; a T4 is 7.5)"
+        )
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    rows = []
+    for name, config in configs:
+        m = copy.deepcopy(model).to(device=device, dtype=half).eval()
+        if config is not None:
+            quantize_(m, config)
+        with torch.inference_mode():
+            for _ in range(3):  # warm-up: kernels chosen, memory allocated
+                m(**batch)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                m(**batch)
+            sync()
+        rows.append(
+            {"model": name, "ms per batch": (time.perf_counter() - t0) / repeats * 1000, "weights MB": _saved_mb(m)}
+        )
+    return rows
 
 # %% ../nbs/05_optimization.ipynb #e8284492
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float = 2.0, alpha: float = 0.5):

@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,8 +39,8 @@ from llmstart.core import (
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'SCHEDULES', 'RUN_FILE', 'Dense', 'mse_loss', 'cross_entropy_loss', 'SGD', 'Adam', 'ScratchMLP',
            'param_groups', 'make_scheduler', 'Recipe', 'choose_precision', 'make_loggers', 'SaveLastAtEnd',
-           'checkpoint_callbacks', 'dry_run_limits', 'make_trainer', 'last_checkpoint', 'run_identity', 'RecordRun',
-           'fit', 'run_arguments', 'TrainingCLI', 'run_command', 'evaluate_bundle', 'cli_evaluate']
+           'checkpoint_callbacks', 'dry_run_limits', 'make_trainer', 'RunLog', 'last_checkpoint', 'run_identity',
+           'RecordRun', 'fit', 'run_arguments', 'TrainingCLI', 'run_command', 'evaluate_bundle', 'cli_evaluate']
 
 # %% ../nbs/02_training.ipynb #814e453b
 ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
@@ -504,6 +505,7 @@ def make_trainer(
     loggers = make_loggers(output_dir, name, logger) if logger else False
     cbs = checkpoint_callbacks(output_dir / "checkpoints", checkpoint_every_n_steps, monitor, mode)
     cbs += [LearningRateMonitor(logging_interval="step")] if loggers else []
+    cbs += [RunLog(os.environ["LLMSTART_RUN_LOG"], limits)] if os.environ.get("LLMSTART_RUN_LOG") else []
     if progress_bar:
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -527,6 +529,93 @@ def make_trainer(
         **(dry_run_limits(limits, accumulate_grad_batches) if dry_run else limits),
         **trainer_kwargs,
     )
+
+# %% ../nbs/02_training.ipynb #d96137b6
+def _batch_tokens(batch) -> int | None:
+    "The token positions of a batch: its `input_ids`' (a transformer's cost grows with them), or None for other batches."
+    ids = batch.get("input_ids") if isinstance(batch, Mapping) else None  # a dict, or a tokenizer's BatchEncoding
+    return int(ids.numel()) if isinstance(ids, torch.Tensor) else None
+
+
+def _pretrained_models(module: nn.Module) -> list[dict]:
+    """The Hugging Face models in `module` (the outermost ones: a teacher and its student are two), each with its layers,
+    parameters (all, and trained) and `llmstart_standin`: the hub model it stands for, where the dry run made it."""
+    found, inside = [], []
+    for name, m in module.named_modules():
+        if any(name.startswith(f"{n}.") for n in inside) or not hasattr(getattr(m, "config", None), "model_type"):
+            continue
+        inside.append(name)
+        params = list(m.parameters())
+        found.append(
+            {
+                "standin": getattr(m.config, "llmstart_standin", None),
+                "layers": getattr(m.config, "num_hidden_layers", None),
+                "parameters": sum(p.numel() for p in params),
+                "trained_parameters": sum(p.numel() for p in params if p.requires_grad),
+            }
+        )
+    return found
+
+
+class RunLog(Callback):
+    """Append one JSON line to `path` when training ends: what the run computes and how long its steps took (see above).
+
+    Args:
+        path: the JSON lines file (`$LLMSTART_RUN_LOG` in `make_trainer`)
+        limits: the run's max_steps / max_epochs / limit_train_batches as asked for, before a dry run cut them
+    """
+
+    def __init__(self, path: str | Path, limits: dict):
+        self.path, self.limits = Path(path), limits
+        self.tokens, self.batches, self.start = 0, 0, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.batches == 1:  # the first batch warms up (allocations, kernels): timed from the second
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        n = _batch_tokens(batch)
+        self.tokens = None if n is None or self.tokens is None else self.tokens + n
+        self.batches += 1
+
+    def planned_steps(self, trainer) -> int | None:
+        "The optimizer steps the run was asked for: max_steps, or max_epochs of its (limited) epoch; None if unbounded."
+        steps, epochs, limit = (self.limits.get(k) for k in ("max_steps", "max_epochs", "limit_train_batches"))
+        if steps is not None and steps > 0:
+            return steps
+        per_epoch = len(trainer.train_dataloader)
+        if isinstance(limit, int):
+            per_epoch = min(per_epoch, limit)
+        elif isinstance(limit, float):
+            per_epoch = int(per_epoch * limit)
+        return math.ceil(per_epoch / trainer.accumulate_grad_batches) * epochs if epochs else None
+
+    def on_train_end(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        pretrained = next((m for m in pl_module.modules() if hasattr(m, "config") and hasattr(m, "name_or_path")), None)
+        steps = trainer.global_step
+        timed = self.batches - 1 if self.start is not None else 0
+        record = {
+            "notebook": os.environ.get("LLMSTART_NOTEBOOK"),
+            "model": type(pl_module).__name__,
+            "pretrained": pretrained.name_or_path if pretrained is not None else None,
+            "parameters": sum(p.numel() for p in pl_module.parameters()),
+            "trained_parameters": sum(p.numel() for p in pl_module.parameters() if p.requires_grad),
+            "models": _pretrained_models(pl_module),
+            "tokens_per_step": self.tokens * trainer.accumulate_grad_batches // max(self.batches, 1)
+            if self.tokens is not None
+            else None,
+            "steps": steps,
+            "planned_steps": self.planned_steps(trainer),
+            "seconds_per_step": (time.perf_counter() - self.start) / timed * trainer.accumulate_grad_batches
+            if timed
+            else None,
+            "device": str(pl_module.device),
+            "precision": str(trainer.precision),
+        }
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
 
 # %% ../nbs/02_training.ipynb #310288ac
 def last_checkpoint(trainer: L.Trainer) -> Path | None:

@@ -327,6 +327,17 @@ def test_shared_file_downloads_its_pinned_source_once_and_checks_it(data_mirror,
     assert "downloaded from its pinned source (SHA-256 checked)" in capsys.readouterr().out
     _mirror_put(root, url, b"changed")  # the cached copy is used, and it is still the checked one
     assert D.shared_file("tinyshakespeare.txt").read_bytes() == real
+    assert f"Tiny Shakespeare, the copy downloaded earlier ({path})" in capsys.readouterr().out
+
+
+def test_shared_file_says_it_used_the_shared_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:")
+    monkeypatch.setenv("LLMSTART_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(D, "_TOLD", set())
+    assert D.shared_file("tinyshakespeare.txt") == tmp_path / "tinyshakespeare.txt"
+    assert D.shared_file("tinyshakespeare.txt") == tmp_path / "tinyshakespeare.txt"
+    said = capsys.readouterr().out
+    assert said.count("Tiny Shakespeare, the shared data folder's copy") == 1, said  # once a session
 
 
 def test_shared_file_refuses_a_download_that_is_not_the_pinned_file(data_mirror):

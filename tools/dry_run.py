@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """The real-scale path of every chapter, run here: on this CPU, offline, in minutes. A chapter's real path must pass it.
 
-    python tools/dry_run.py [nbs/03_pretraining.ipynb ...] [--steps 2] [--workers N] [--json FILE]
+    python tools/dry_run.py [nbs/03_pretraining.ipynb ...] [--steps 2] [--workers N] [--json FILE] [--full-size]
 
 Each notebook runs top to bottom, unchanged, at `LLMSTART_SCALE=real`, cells flagged `#| gpu` included, with:
 
-- the hub's models and data sets replaced by **stand-ins**: tiny models of the same architectures and small data sets
-  with the same configs, splits and columns, written into a temporary Hugging Face cache in the hub's layout, which the
+- the hub's models and data sets replaced by **stand-ins**: tiny models of the same architectures (with `--full-size`,
+  of the same sizes: what bench/gpu.sh runs on a GPU) and data sets with the same configs, splits and columns (SNLI's
+  training split as many rows as the hub's), written into a temporary Hugging Face cache in the hub's layout, which the
   libraries read in offline mode as they would read downloaded ones (`HUB_MODELS`, `HUB_DATASETS`);
 - every training run cut to `--steps` optimizer steps in one epoch (`LLMSTART_DRY_RUN`, which the recipe's
   `make_trainer` reads; validation stays whole, as the stand-ins are small);
@@ -15,7 +16,9 @@ Each notebook runs top to bottom, unchanged, at `LLMSTART_SCALE=real`, cells fla
 - two mistakes that run but are wrong turned into failures: a model with positions its data never reaches
   (`ContextWarning`), and a chapter that falls back to a bundled sample at the real scale.
 
-Prints one line per notebook (seconds, and the error if it failed), and exits non-zero if any failed.
+Prints one line per notebook (seconds, and the error if it failed), and exits non-zero if any failed. `--json` also
+keeps every training run's line of the run log (`llmstart.training.RunLog`: parameters, tokens a step, the steps the
+real run takes, seconds a step here), from which tools/run_times.py estimates each chapter's real-scale run time.
 """
 
 import argparse, hashlib, json, os, re, shutil, subprocess, sys, tempfile, time, traceback
@@ -29,38 +32,57 @@ FALLBACK = "no copy downloaded"  # what `shared_file` prints when a chapter is l
 # --- stand-ins for the hub ---------------------------------------------------------------------------------------
 
 
-def _bert(folder: Path):
-    "bert-base-uncased's tokenizer (all-MiniLM-L6-v2 ships the same vocabulary) on a 2-layer, 32-wide BERT."
-    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
+def bert_config(full: bool = False):
+    "bert-base-uncased's architecture (`BertConfig`'s defaults) with `full`, else a 2-layer, 32-wide BERT of its vocabulary."
+    from transformers import BertConfig
+
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(vocab_size=30522, **({} if full else small))
+    config.llmstart_standin = "google-bert/bert-base-uncased"  # kept by every model derived from it (the run log's)
+    return config
+
+
+def gpt2_config(full: bool = False):
+    "GPT-2 small's architecture (`GPT2Config`'s defaults) with `full`, else a 2-layer, 32-wide GPT-2 of its vocabulary."
+    from transformers import GPT2Config
+
+    small = dict(n_embd=32, n_layer=2, n_head=2)
+    config = GPT2Config(vocab_size=50257, bos_token_id=50256, eos_token_id=50256, **({} if full else small))
+    config.llmstart_standin = "openai-community/gpt2"
+    return config
+
+
+def _bert(folder: Path, full: bool = False):
+    "bert-base-uncased's tokenizer (all-MiniLM-L6-v2 ships the same vocabulary) on `bert_config(full)`."
+    from transformers import AutoTokenizer, BertForPreTraining
     from llmstart.data import minilm_path
 
     AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    BertForPreTraining(config).save_pretrained(folder)
+    BertForPreTraining(bert_config(full)).save_pretrained(folder)
 
 
-def _gpt2(folder: Path):
-    "A byte-level BPE tokenizer with GPT-2's one special token (and no padding token), on a 2-layer, 32-wide GPT-2."
+def _gpt2(folder: Path, full: bool = False):
+    """A byte-level BPE tokenizer of GPT-2's size (50,257 entries: a thousand learnt on the bundled corpus, the rest
+    never produced) with GPT-2's one special token, id 50256, and no padding token; on `gpt2_config(full)`."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2LMHeadModel, GPT2TokenizerFast
     from llmstart.data import sample_path
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train([str(sample_path("corpus"))], vocab_size=1000, special_tokens=["<|endoftext|>"])
+    bpe.train([str(sample_path("corpus"))], vocab_size=1000)
     folder.mkdir(parents=True, exist_ok=True)
     bpe.save_model(str(folder))
+    vocab = json.loads((folder / "vocab.json").read_text())
+    vocab |= {f"<|unused{i}|>": i for i in range(len(vocab), 50256)} | {"<|endoftext|>": 50256}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
     tok = GPT2TokenizerFast(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=1024)
+    assert len(tok) == 50257 and tok.eos_token_id == 50256, (len(tok), tok.eos_token_id)
     tok.save_pretrained(folder)
-    end = tok.eos_token_id
-    config = GPT2Config(
-        vocab_size=len(tok), n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=end, eos_token_id=end
-    )
-    GPT2LMHeadModel(config).save_pretrained(folder)
+    GPT2LMHeadModel(gpt2_config(full)).save_pretrained(folder)
 
 
 HUB_MODELS = {"google-bert/bert-base-uncased": _bert, "openai-community/gpt2": _gpt2}
+HUB_CONFIGS = {"google-bert/bert-base-uncased": bert_config, "openai-community/gpt2": gpt2_config}
 
 
 def _snli(rows: list[dict]):
@@ -78,11 +100,14 @@ def _snli(rows: list[dict]):
 
     def part(rs):
         rs = [{"premise": r["premise"], "hypothesis": r["hypothesis"], "label": names.index(r["label"])} for r in rs]
-        rs[3]["label"] = rs[10]["label"] = -1  # the hub's unlabelled pairs
+        for r in rs[3::700]:  # the hub's unlabelled pairs, about as often
+            r["label"] = -1
         return datasets.Dataset.from_list(rs, features=features)
 
+    # the training split has the hub's 550,152 rows (the dev pairs over and over), so that an epoch of it is as many
+    # steps as on the hub: the run log's planned steps are the real run's; validation and test stay small
     return "plain_text", {
-        "train": part(rows[:2000]),
+        "train": part([rows[i % len(rows)] for i in range(550_152)]),
         "validation": part(rows[2000:2400]),
         "test": part(rows[2400:2800]),
     }
@@ -134,16 +159,16 @@ def put_dataset(datasets_cache: Path, repo_id: str, config: str, splits: dict):
     ).write_to_directory(str(folder))
 
 
-def build_standins(home: Path) -> dict:
-    """Stand-ins for every hub model and data set the chapters name, and a download cache holding the shared files,
-    under `home`; returns the environment that points the libraries at them (None without the shared data files)."""
+def build_standins(home: Path, full: bool = False) -> dict | None:
+    """Stand-ins for every hub model (at the real architecture's size with `full`) and data set the chapters name, and
+    a download cache holding the shared files, under `home`; returns the environment that points the libraries at
+    them (None when the shared data files are neither here nor downloadable)."""
     from llmstart.data import SHARED_DATA, _sha256, shared_file
 
-    missing = [n for n in SHARED_DATA if shared_file(n, download=False) is None]
-    if missing:
+    if any(shared_file(n) is None for n in SHARED_DATA):  # the shared folder's, cached, or downloaded now
         return None
     for repo_id, build in HUB_MODELS.items():
-        put_model(home / "hf" / "hub", repo_id, build)
+        put_model(home / "hf" / "hub", repo_id, lambda folder: build(folder, full))
     snli = [json.loads(l) for l in shared_file("snli_dev.jsonl").read_text().splitlines()]
     wiki = shared_file("wikitext2_valid.txt").read_text(encoding="utf-8").splitlines()
     for repo_id, rows in [("stanfordnlp/snli", snli), ("Salesforce/wikitext", wiki)]:
@@ -151,7 +176,7 @@ def build_standins(home: Path) -> dict:
     cache = home / "cache" / "data"
     cache.mkdir(parents=True)
     for name, spec in SHARED_DATA.items():
-        data = shared_file(name, download=False).read_bytes()
+        data = shared_file(name).read_bytes()
         assert _sha256(data) == spec.sha256, f"{name}: the shared copy is not the pinned file"
         (cache / name).write_bytes(data)
     (home / "no-shared-data").mkdir()
@@ -207,7 +232,10 @@ def main():
     ap.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: every chapter in nbs/)")
     ap.add_argument("--steps", type=int, default=2, help="optimizer steps every training run is cut to")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="notebooks run at once")
-    ap.add_argument("--json", type=Path, help="also write the per-notebook results to this file")
+    ap.add_argument(
+        "--json", type=Path, help="also write the per-notebook results (and their training runs) to this file"
+    )
+    ap.add_argument("--full-size", action="store_true", help="hub stand-ins of the real architectures' sizes (a GPU's)")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -216,12 +244,12 @@ def main():
     home = Path(tempfile.mkdtemp(prefix="llmstart-dry-run-"))
     try:
         t0 = time.perf_counter()
-        standins = build_standins(home)
+        standins = build_standins(home, args.full_size)
         if standins is None:
             print(
                 "dry run skipped: it builds its stand-ins from the shared data files (SNLI dev, WikiText-2, Tiny "
-                "Shakespeare), and this machine has none (see data_dir: shared/data above the repository, or "
-                "$LLMSTART_DATA_DIR)"
+                "Shakespeare), and they are neither in a shared data folder (shared/data above the repository, or "
+                "$LLMSTART_DATA_DIR) nor downloadable now (offline)"
             )
             return 0
         env = os.environ | standins
@@ -233,7 +261,13 @@ def main():
         def run(path):
             start = time.perf_counter()
             cmd = [sys.executable, __file__, "--child", str(path)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            log = home / f"runs-{path.stem}.jsonl"  # every training run's line (llmstart.training.RunLog)
+            proc = subprocess.run(
+                cmd,
+                env=env | {"LLMSTART_RUN_LOG": str(log), "LLMSTART_NOTEBOOK": path.name},
+                capture_output=True,
+                text=True,
+            )
             seconds = time.perf_counter() - start
             error = None if proc.returncode == 0 else (proc.stderr.strip() or proc.stdout.strip())[-3000:]
             last = (proc.stdout.strip().splitlines() or [""])[-1]
@@ -252,6 +286,7 @@ def main():
                 "ok": error is None,
                 "error": error,
                 "slowest_cells": slowest,
+                "runs": [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else [],
             }
 
         with ThreadPoolExecutor(args.workers) as pool:
@@ -261,7 +296,15 @@ def main():
         print(f"dry run: {len(results) - len(failed)} of {len(results)} notebooks passed in {total:.0f} s")
         if args.json:
             args.json.write_text(
-                json.dumps({"steps": args.steps, "seconds": round(total, 1), "notebooks": results}, indent=1)
+                json.dumps(
+                    {
+                        "steps": args.steps,
+                        "full_size": args.full_size,
+                        "seconds": round(total, 1),
+                        "notebooks": results,
+                    },
+                    indent=1,
+                )
             )
         return 1 if failed else 0
     finally:

@@ -2,7 +2,7 @@
 """Write README.md from nbs/index.ipynb without Quarto (which `nbdev_readme` needs and these machines cannot install).
 
 Markdown cells are copied; code cells become ```python blocks followed by their text outputs; cells marked `#| hide`
-are left out; links to other notebooks point at the documentation site. `--check` exits 1 when README.md is stale.
+are left out, and of cells marked `#| echo: false` only the outputs are kept; links to other notebooks point at the documentation site. `--check` exits 1 when README.md is stale.
 """
 
 import argparse, json, re, sys
@@ -59,13 +59,14 @@ def render(nb_path: Path) -> str:
             names, code = directives(src)
             if "hide" in names or "default_exp" in names or not code:
                 continue
-            parts.append(f"```python\n{code}\n```")
+            if "echo" not in names:  # `#| echo: false`: the output alone, as on the site
+                parts.append(f"```python\n{code}\n```")
             outs, md_next = outputs(cell), False
             for t in outs:
                 if t is None:
                     md_next = True
                     continue
-                parts.append(t.strip("\n") if md_next else f"```\n{t.rstrip()}\n```")
+                parts.append(fix_links(t.strip("\n")) if md_next else f"```\n{t.rstrip()}\n```")
                 md_next = False
     return "\n\n".join(parts) + "\n"
 
