@@ -1,22 +1,24 @@
 #!/usr/bin/env python
 """GPU figures in one short run (about 10 minutes): what bench/gpu.sh runs on a lent GPU machine.
 
-    python bench/gpu.py [--steps 20] [--out results/gpu.json] [nbs/02_training.ipynb ...]
+    python bench/gpu.py [--steps 20] [--workers 1] [--out results/gpu.json] [nbs/02_training.ipynb ...]
 
-1. The GPU's bf16 matrix-multiply throughput, measured (an 8192^3 product, the mean of 10 after 3 warm-ups): the peak
+1. The GPU's bf16 matrix-multiply throughput, measured (8192^3 products, the mean of 50 after 5 warm-ups): the peak
    every utilisation below is a share of.
-2. Every chapter's real path on this GPU (`tools/dry_run.py --full-size`): the hub's models as stand-ins of their real
-   sizes, each training run cut to `--steps` steps. Each run's measured seconds a step give its model FLOPs utilisation
-   (6 N tokens / seconds / peak) and, times the steps the real run takes, the real run's time on this GPU
-   (tools/run_times.py puts it beside the estimates in every chapter).
-3. Weight-only int8 and int4 quantization (torchao) of a BERT-base-sized classifier on a batch of 32 x 128 tokens:
+2. Weight-only int8 and int4 quantization (torchao) of a BERT-base-sized classifier on a batch of 32 x 128 tokens:
    milliseconds a batch and saved MB against bf16 (`llmstart.optimization.weight_only_quantized`).
+3. The real path of every chapter that trains a transformer (default: those nbs/run_times.json estimates) on this
+   GPU (`tools/dry_run.py --full-size`): the hub's models as stand-ins of their real sizes, each training run cut to
+   `--steps` steps, one chapter at a time by default so that no two share the GPU while timed. Each run's measured
+   seconds a step give its model FLOPs utilisation (FLOPs a token as tools/run_times.py counts them, times tokens a
+   step, over seconds a step and the peak) and, times the steps the real run takes, the real run's time on this GPU.
 
-Writes everything to `--out` (results/gpu.json), from which the home page's GPU table is made; the last line printed
-is a one-line summary in JSON.
+`--out` (results/gpu.json) is written after every phase, so a run stopped by its time limit keeps what it measured;
+the home page's GPU table and the chapters' measured times are made from it (tools/run_times.py). The last line
+printed is a one-line summary in JSON.
 """
 
-import argparse, json, platform, subprocess, sys, tempfile, time
+import argparse, json, os, platform, signal, subprocess, sys, tempfile, time, traceback
 from datetime import date
 from pathlib import Path
 
@@ -24,14 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 
-def matmul_peak(device: str, n: int = 8192, repeats: int = 10) -> float:
-    "Measured FLOP/s of an n x n x n matrix product: bf16 on a GPU, float32 on a CPU."
+def matmul_peak(device: str, n: int = 8192, repeats: int = 50) -> float:
+    "Measured FLOP/s of n x n x n matrix products: bf16 on a GPU, float32 on a CPU."
     import torch
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(3):
+    for _ in range(5):
         a @ b
     sync()
     t0 = time.perf_counter()
@@ -52,17 +54,46 @@ def quantized(device: str) -> list[dict]:
     config.num_labels = 3
     model = AutoModelForSequenceClassification.from_config(config)
     batch = {"input_ids": torch.randint(1000, 30000, (32, 128), device=device)}
-    return [
-        {k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
-        for r in weight_only_quantized(model, batch)
-    ]
+    rows = weight_only_quantized(model, batch, repeats=20 if device == "cuda" else 2)
+    return [{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+
+
+def summarise(dry: dict, peak: float) -> dict:
+    """`dry` (a `tools/dry_run.py --json` report) with each logged run's `mfu` (measured FLOP/s over `peak`) and
+    `real_seconds` (the planned steps at the measured seconds a step) where its log has what they need."""
+    from run_times import flops_per_token
+
+    for nb in dry["notebooks"]:
+        for run in nb["runs"]:
+            models = run.get("models") or []
+            rest = (
+                run["parameters"] - sum(m["parameters"] for m in models),
+                run["trained_parameters"] - sum(m["trained_parameters"] for m in models),
+            )
+            sizes = [(m["parameters"], m["trained_parameters"]) for m in models] + ([rest] if rest[0] else [])
+            if run["tokens_per_step"] and run["seconds_per_step"]:
+                flops = run["tokens_per_step"] * sum(flops_per_token(*s) for s in sizes)
+                run["mfu"] = round(flops / run["seconds_per_step"] / peak, 4)
+            if run["planned_steps"] and run["seconds_per_step"]:
+                run["real_seconds"] = round(run["planned_steps"] * run["seconds_per_step"], 1)
+    return dry
+
+
+def training_chapters() -> list[str]:
+    "The chapters whose real path trains a transformer, as nbs/run_times.json says (all chapters without it)."
+    path = ROOT / "nbs" / "run_times.json"
+    if not path.exists():
+        return []
+    chapters = json.loads(path.read_text())["chapters"]
+    return [str(ROOT / "nbs" / n) for n, ch in chapters.items() if ch["real"] and ch["real"]["flops"]]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("notebooks", nargs="*", help="chapters to run (default: every chapter)")
+    ap.add_argument("notebooks", nargs="*", help="chapters to run (default: those whose real path trains)")
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps every training run is cut to")
-    ap.add_argument("--workers", type=int, default=4, help="chapters run at once (they share the GPU)")
+    ap.add_argument("--workers", type=int, default=1, help="chapters run at once (more share the GPU while timed)")
+    ap.add_argument("--timeout", type=int, default=420, help="seconds the chapters' run may take in all")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "gpu.json")
     ap.add_argument("--allow-cpu", action="store_true", help="run without a GPU (a check of this script, not figures)")
     args = ap.parse_args()
@@ -72,35 +103,41 @@ def main():
     if device == "cpu" and not args.allow_cpu:
         sys.exit("bench/gpu.py measures a GPU and this machine has none (--allow-cpu checks the script on a CPU)")
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
+    result = {"device": name, "date": date.today().isoformat(), "torch": torch.__version__, "errors": []}
+
+    def save():
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
     peak = matmul_peak(device, 8192 if device == "cuda" else 1024)
+    result["matmul_tflops"] = round(peak / 1e12, 1)
     print(f"{name}: matrix products at {peak / 1e12:.1f} TFLOP/s", flush=True)
+    save()
+    try:
+        result["quantized"] = quantized(device)
+    except Exception:  # an older torchao, say: the other figures still count
+        result["quantized"] = []
+        result["errors"].append("quantized: " + traceback.format_exc(limit=3))
+    save()
+    notebooks = args.notebooks or training_chapters()
     with tempfile.TemporaryDirectory(prefix="llmstart-gpu-") as tmp:
         report = Path(tmp) / "dry-run.json"
         cmd = [sys.executable, str(ROOT / "tools" / "dry_run.py"), "--full-size", "--steps", str(args.steps)]
-        cmd += ["--workers", str(args.workers), "--json", str(report), *args.notebooks]
-        subprocess.run(cmd, check=False)
+        cmd += ["--workers", str(args.workers), "--json", str(report), *notebooks]
+        proc = subprocess.Popen(cmd, start_new_session=True)  # its own process group: stopped with its notebooks
+        try:
+            proc.wait(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            result["errors"].append(f"dry run: stopped after {args.timeout} s; the chapters finished by then are kept")
         dry = json.loads(report.read_text()) if report.exists() else {"notebooks": []}
-    for nb in dry["notebooks"]:
-        for run in nb["runs"]:
-            if run["tokens_per_step"] and run["seconds_per_step"]:
-                flops = (6 if run["trained_parameters"] > run["parameters"] / 2 else 4) * run["parameters"]
-                run["mfu"] = round(flops * run["tokens_per_step"] / run["seconds_per_step"] / peak, 4)
-            if run["planned_steps"] and run["seconds_per_step"]:
-                run["real_seconds"] = round(run["planned_steps"] * run["seconds_per_step"], 1)
-    result = {
-        "device": name,
-        "date": date.today().isoformat(),
-        "torch": torch.__version__,
-        "matmul_tflops": round(peak / 1e12, 1),
-        "quantized": quantized(device),
-        "dry_run": dry,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    result["dry_run"] = summarise(dry, peak) | {"workers": args.workers}
+    save()
     ok = [nb["notebook"] for nb in dry["notebooks"] if nb["ok"]]
     failed = [nb["notebook"] for nb in dry["notebooks"] if not nb["ok"]]
     print(json.dumps({"device": name, "matmul_tflops": result["matmul_tflops"], "ok": ok, "failed": failed}))
-    return 0 if not failed and dry["notebooks"] else 1
+    return 0 if dry["notebooks"] and not failed and not result["errors"] else 1
 
 
 if __name__ == "__main__":

@@ -560,42 +560,72 @@ def _pretrained_models(module: nn.Module) -> list[dict]:
 class RunLog(Callback):
     """Append one JSON line to `path` when training ends: what the run computes and how long its steps took (see above).
 
+    Seconds a step time the training batches alone (forward, backward, optimizer step; a GPU synchronised at both
+    ends), from the second batch on: not validation, checkpoints or data loading. Tokens a step are the mean of up to
+    `sample_batches` batches of the training loader (length-grouped batches differ), times the processes taking part.
+    A resumed run logs the steps it had left.
+
     Args:
         path: the JSON lines file (`$LLMSTART_RUN_LOG` in `make_trainer`)
         limits: the run's max_steps / max_epochs / limit_train_batches as asked for, before a dry run cut them
+        sample_batches: training batches whose tokens are averaged
     """
 
-    def __init__(self, path: str | Path, limits: dict):
-        self.path, self.limits = Path(path), limits
-        self.tokens, self.batches, self.start = 0, 0, None
+    def __init__(self, path: str | Path, limits: dict, sample_batches: int = 64):
+        self.path, self.limits, self.sample_batches = Path(path), limits, sample_batches
+
+    def on_train_start(self, trainer, pl_module):
+        self.first_step, self.batches, self.timed, self.seconds, self.t0 = trainer.global_step, 0, 0, 0.0, None
+        self.tokens = 0
+
+    def _now(self, pl_module) -> float:
+        if pl_module.device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.batches == 1:  # the first batch warms up (allocations, kernels): timed from the second
-            self.start = time.perf_counter()
+        if self.batches >= 1:  # the first batch warms up (allocations, kernels): timed from the second
+            self.t0 = self._now(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.t0 is not None:
+            self.seconds, self.timed, self.t0 = self.seconds + self._now(pl_module) - self.t0, self.timed + 1, None
         n = _batch_tokens(batch)
         self.tokens = None if n is None or self.tokens is None else self.tokens + n
         self.batches += 1
 
+    def mean_tokens(self, trainer) -> float | None:
+        "Tokens a batch: the mean over up to `sample_batches` of the training loader's, else over the batches seen."
+        loader = trainer.train_dataloader
+        if self.tokens is not None and isinstance(loader, torch.utils.data.DataLoader):
+            counts = [_batch_tokens(b) for b, _ in zip(loader, range(self.sample_batches))]
+            if counts and None not in counts:
+                return sum(counts) / len(counts)
+        return self.tokens / self.batches if self.tokens is not None and self.batches else None
+
     def planned_steps(self, trainer) -> int | None:
-        "The optimizer steps the run was asked for: max_steps, or max_epochs of its (limited) epoch; None if unbounded."
+        "The optimizer steps the run was asked for (max_steps, or max_epochs of its epoch, whichever ends it first)."
         steps, epochs, limit = (self.limits.get(k) for k in ("max_steps", "max_epochs", "limit_train_batches"))
-        if steps is not None and steps > 0:
-            return steps
-        per_epoch = len(trainer.train_dataloader)
-        if isinstance(limit, int):
-            per_epoch = min(per_epoch, limit)
-        elif isinstance(limit, float):
-            per_epoch = int(per_epoch * limit)
-        return math.ceil(per_epoch / trainer.accumulate_grad_batches) * epochs if epochs else None
+        known = [steps] if steps is not None and steps > 0 else []
+        loader = trainer.train_dataloader
+        if epochs and isinstance(loader, torch.utils.data.DataLoader):
+            try:
+                per_epoch = len(loader)
+            except TypeError:  # an iterable data set that does not know its length
+                per_epoch = None
+            if per_epoch is not None:
+                if isinstance(limit, int):
+                    per_epoch = min(per_epoch, limit)
+                elif isinstance(limit, float):
+                    per_epoch = int(per_epoch * limit)
+                known.append(math.ceil(per_epoch / trainer.accumulate_grad_batches) * epochs)
+        return min(known) - self.first_step if known else None
 
     def on_train_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
         pretrained = next((m for m in pl_module.modules() if hasattr(m, "config") and hasattr(m, "name_or_path")), None)
-        steps = trainer.global_step
-        timed = self.batches - 1 if self.start is not None else 0
+        tokens, accumulate = self.mean_tokens(trainer), trainer.accumulate_grad_batches
         record = {
             "notebook": os.environ.get("LLMSTART_NOTEBOOK"),
             "model": type(pl_module).__name__,
@@ -603,14 +633,11 @@ class RunLog(Callback):
             "parameters": sum(p.numel() for p in pl_module.parameters()),
             "trained_parameters": sum(p.numel() for p in pl_module.parameters() if p.requires_grad),
             "models": _pretrained_models(pl_module),
-            "tokens_per_step": self.tokens * trainer.accumulate_grad_batches // max(self.batches, 1)
-            if self.tokens is not None
-            else None,
-            "steps": steps,
+            "world_size": trainer.world_size,
+            "tokens_per_step": round(tokens * accumulate * trainer.world_size) if tokens is not None else None,
+            "steps": trainer.global_step - self.first_step,
             "planned_steps": self.planned_steps(trainer),
-            "seconds_per_step": (time.perf_counter() - self.start) / timed * trainer.accumulate_grad_batches
-            if timed
-            else None,
+            "seconds_per_step": self.seconds / self.timed * accumulate if self.timed else None,
             "device": str(pl_module.device),
             "precision": str(trainer.precision),
         }

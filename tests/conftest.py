@@ -220,8 +220,8 @@ def user_commands() -> list[str]:
     out = []
     for block in blocks("sh"):
         for cmd in commands(block):
-            if cmd.startswith("pip install") or "nbdev_test" in cmd:
-                continue  # CI's own steps
+            if cmd.startswith(("pip install", "python tools/", "bash bench/")) or "nbdev_test" in cmd:
+                continue  # CI's own steps, and the developers' (they run in a checkout: tools/ and bench/ are not installed)
             out.append(cmd)
     return out
 

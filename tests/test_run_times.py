@@ -107,3 +107,29 @@ def test_the_home_page_gpu_table_is_made_from_results_gpu_json():
     assert "| [04_finetuning](04_finetuning.ipynb) | 2 min | 33 min | 7 min | 9 min |" in text
     assert "790.1 TFLOP/s" in text and "| 04_finetuning | SequenceClassifier | 109.5M | 1,280 | 31 | 41% |" in text
     assert "| int4 weight-only | 1.2 | 80.5 |" in text
+
+
+def test_bench_gpu_counts_flops_as_the_estimates_do():
+    "bench/gpu.py's utilisation and measured real time, from a run log, in the keys the home page's table reads."
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu
+
+    teacher = dict(standin=BERT, layers=12, parameters=100, trained_parameters=0)
+    student = dict(standin=BERT, layers=6, parameters=50, trained_parameters=50)
+    run = _run(parameters=150, trained_parameters=50, models=[teacher, student], tokens_per_step=1000)
+    run |= dict(seconds_per_step=0.5, planned_steps=400)
+    dry = {"notebooks": [{"notebook": "05_optimization.ipynb", "ok": True, "runs": [run]}]}
+    out = gpu.summarise(dry, peak=1e6)["notebooks"][0]["runs"][0]
+    assert out["mfu"] == round((2 * 100 + 6 * 50) * 1000 / 0.5 / 1e6, 4)  # a frozen teacher: forward only
+    assert out["real_seconds"] == 200.0
+    table = run_times.home_tables(
+        TIMES, {"device": "GPU", "date": "d", "torch": "t", "matmul_tflops": 1.0, "quantized": [], "dry_run": dry}
+    )
+    assert "| 05_optimization | SequenceClassifier | 0.0M | 1,000 | 500 | 100% |" in table
+
+
+def test_the_readme_keeps_only_the_output_of_echo_false_cells():
+    import readme
+
+    assert readme.directives("#| echo: false\nx = 1")[0] == {"no-echo"}
+    assert readme.directives("#| echo: true\n#| default_exp data\nx")[0] == {"echo", "default_exp"}

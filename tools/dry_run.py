@@ -21,7 +21,7 @@ keeps every training run's line of the run log (`llmstart.training.RunLog`: para
 real run takes, seconds a step here), from which tools/run_times.py estimates each chapter's real-scale run time.
 """
 
-import argparse, hashlib, json, os, re, shutil, subprocess, sys, tempfile, time, traceback
+import argparse, hashlib, json, os, re, shutil, subprocess, sys, tempfile, threading, time, traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -289,23 +289,30 @@ def main():
                 "runs": [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else [],
             }
 
+        results, lock = [], threading.Lock()
+
+        def write_json():  # after every notebook, so that a run stopped early keeps the notebooks it finished
+            if args.json:
+                report = {
+                    "steps": args.steps,
+                    "full_size": args.full_size,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+                args.json.write_text(json.dumps(report | {"notebooks": results}, indent=1))
+
+        def run_and_keep(path):
+            result = run(path)
+            with lock:
+                results.append(result)
+                write_json()
+
         with ThreadPoolExecutor(args.workers) as pool:
-            results = list(pool.map(run, paths))
+            list(pool.map(run_and_keep, paths))
+        results.sort(key=lambda r: r["notebook"])
+        write_json()
         failed = [r["notebook"] for r in results if not r["ok"]]
         total = time.perf_counter() - t0
         print(f"dry run: {len(results) - len(failed)} of {len(results)} notebooks passed in {total:.0f} s")
-        if args.json:
-            args.json.write_text(
-                json.dumps(
-                    {
-                        "steps": args.steps,
-                        "full_size": args.full_size,
-                        "seconds": round(total, 1),
-                        "notebooks": results,
-                    },
-                    indent=1,
-                )
-            )
         return 1 if failed else 0
     finally:
         shutil.rmtree(home, ignore_errors=True)

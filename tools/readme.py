@@ -22,8 +22,10 @@ def site_url() -> str:
 def directives(src: str) -> tuple[set[str], str]:
     "The `#| name` directives at the top of a code cell, and the code without them."
     lines, names = src.splitlines(), set()
-    while lines and lines[0].startswith("#|"):
-        names.add((lines.pop(0)[2:].split() or [""])[0].split(":")[0])
+    while lines and lines[0].startswith("#|"):  # `#| echo: false` is named 'no-echo'
+        name, _, value = lines.pop(0)[2:].strip().partition(":")
+        name = (name.split() or [""])[0]  # `#| default_exp data` is default_exp
+        names.add("no-echo" if name == "echo" and value.strip() == "false" else name)
     return names, "\n".join(lines).strip("\n")
 
 
@@ -59,7 +61,7 @@ def render(nb_path: Path) -> str:
             names, code = directives(src)
             if "hide" in names or "default_exp" in names or not code:
                 continue
-            if "echo" not in names:  # `#| echo: false`: the output alone, as on the site
+            if "no-echo" not in names:  # `#| echo: false`: the output alone, as on the site
                 parts.append(f"```python\n{code}\n```")
             outs, md_next = outputs(cell), False
             for t in outs:

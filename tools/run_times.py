@@ -4,7 +4,8 @@
     python tools/execute.py --timings /tmp/tiny.json nbs/[0-9]*.ipynb     # tiny: run each chapter alone, timed
     python tools/dry_run.py --json /tmp/dry.json                         # real: its training runs, logged
     python tools/run_times.py --tiny /tmp/tiny.json --dry-run /tmp/dry.json   # writes nbs/run_times.json + the cells
-    python tools/run_times.py --check                                    # the chapters say what nbs/run_times.json says
+    python tools/execute.py nbs/index.ipynb && python tools/readme.py    # the home page's tables, from that file
+    python tools/run_times.py --check     # the chapters and the home page say what nbs/run_times.json says
 
 - **tiny** is measured: a chapter run top to bottom on this machine (all its cores, nothing else running), as a
   reader without a GPU runs it.
@@ -21,7 +22,7 @@
   When bench/gpu.sh has measured a GPU (results/gpu.json), its measured seconds a step are used for that GPU too.
 """
 
-import argparse, hashlib, json, sys
+import argparse, hashlib, json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +74,9 @@ def real_run(run: dict) -> dict:
         run["trained_parameters"] - sum(m["trained_parameters"] for m in models),
     )
     sizes = [real_model(m) for m in models] + ([rest] if rest[0] else [])
-    out = {k: run.get(k) for k in ("model", "pretrained", "planned_steps", "tokens_per_step")}
+    out = {k: run.get(k) for k in ("model", "planned_steps", "tokens_per_step")}
+    pretrained = run.get("pretrained")  # a hub id; a folder (this machine's) only as the kind of thing it is
+    out["pretrained"] = pretrained if not pretrained or not Path(pretrained).is_absolute() else "a local bundle"
     out["parameters"] = sum(n for n, _ in sizes)
     if run["tokens_per_step"] is None or run["planned_steps"] is None:
         return out | {"flops": None}  # not a transformer's batches (skip-gram pairs), or an unbounded run
@@ -92,11 +95,13 @@ def measured_gpu() -> dict:
     gpu = read_gpu()
     if gpu is None:
         return {}
-    runs = {nb["notebook"]: nb["runs"] for nb in gpu["dry_run"]["notebooks"]}
+    runs = {nb["notebook"]: nb["runs"] for nb in gpu["dry_run"]["notebooks"] if nb["ok"]}  # whole chapters only
     return {"device": gpu["device"], "runs": runs}
 
 
 def estimate(tiny: dict, dry: dict) -> dict:
+    if dry.get("full_size"):
+        sys.exit("a --full-size dry run's models are already the hub's sizes: estimate from a plain dry run")
     chapters = {}
     gpu = measured_gpu()
     for nb in dry["notebooks"]:
@@ -108,7 +113,7 @@ def estimate(tiny: dict, dry: dict) -> dict:
         real = {"runs": runs, "flops": flops}
         real["seconds"] = {g: flops / (peak * UTILISATION) for g, peak in GPUS.items()}
         if gpu and name in gpu["runs"]:
-            measured = [r["planned_steps"] * r["seconds_per_step"] for r in gpu["runs"][name] if r["seconds_per_step"]]
+            measured = [r["real_seconds"] for r in gpu["runs"][name] if r.get("real_seconds") is not None]
             real["measured"] = {"device": gpu["device"], "seconds": sum(measured)}
         chapters[name] = {"tiny_seconds": tiny["notebooks"][name], "real": real}
     for name in tiny["notebooks"]:
@@ -140,8 +145,8 @@ def sentence(chapter: dict, times: dict, switch: bool) -> str:
         return f"{MARK} {duration(chapter['tiny_seconds'])} here, on {times['machine']} (measured); one scale only."
     if real is None or not real["flops"]:
         return tiny + (
-            " Real: no transformer is trained, so nothing here is estimated from FLOPs; its time is downloading and "
-            "preparing data, and work on the CPU."
+            " Real: no transformer is trained, so nothing here is estimated from FLOPs; its time goes to downloading "
+            "and preparing data, and to work that is not a transformer's training."
         )
     n = len([r for r in real["runs"] if r["flops"]])
     mantissa, exponent = f"{real['flops']:.1e}".split("e")
@@ -185,7 +190,13 @@ def home_tables(times: dict, gpu: dict | None) -> str:
             "the real runs' time), and int8 / int4 weight-only quantization. It writes `results/gpu.json`, and these "
             "tables are made from that file."
         )
-    runs = [(nb["notebook"], r) for nb in gpu["dry_run"]["notebooks"] for r in nb["runs"] if r.get("mfu") is not None]
+    runs = [
+        (nb["notebook"], r)
+        for nb in gpu["dry_run"]["notebooks"]
+        if nb["ok"]
+        for r in nb["runs"]
+        if r.get("mfu") is not None
+    ]
     text += (
         f"\n\nMeasured by `bench/gpu.sh` on an {gpu['device']} on {gpu['date']} (torch {gpu['torch']}): matrix "
         f"products at {gpu['matmul_tflops']} TFLOP/s (bf16), the peak the utilisation below is a share of.\n\n"
@@ -203,25 +214,34 @@ def home_tables(times: dict, gpu: dict | None) -> str:
 def anchor(cells: list) -> tuple[int, bool]:
     "Where the run-time paragraph goes: after the `scale` switch's cell (True), else after the title and badge (False)."
     for i, c in enumerate(cells):
-        if c["cell_type"] == "code" and "scale = pick_scale()" in "".join(c["source"]):
+        if c["cell_type"] == "code" and re.search(r"^scale\s*=\s*pick_scale\(", "".join(c["source"]), re.M):
             return i, True
     return 1, False
 
 
-def place(path: Path, text: str | None, switch_only: bool = False) -> str | None:
-    "The chapter's current paragraph; with `text`, write it in (replacing the old one)."
+def place(path: Path, text: str | None) -> str | None:
+    "The chapter's current paragraph (None unless it has one, in its place); with `text`, write it in instead."
     nb = json.loads(path.read_text())
     cells = nb["cells"]
-    at = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "".join(c["source"]).startswith(MARK)]
-    current = "".join(cells[at[0]]["source"]) if at and at[0] == anchor(cells)[0] + 1 else None  # and in its place
+    at = [i for i, c in enumerate(cells) if MARK in "".join(c["source"])]
+    current = "".join(cells[at[0]]["source"]) if len(at) == 1 and at[0] == anchor(cells)[0] + 1 else None
     if text is None:
         return current
-    old = cells.pop(at[0]) if at else None
+    old = [cells.pop(i) for i in reversed(at)]  # every paragraph with the mark goes: one is written back
     i, _ = anchor(cells)
-    cell_id = old["id"] if old else hashlib.sha1(f"run time {path.name}".encode()).hexdigest()[:8]
+    cell_id = old[-1]["id"] if old else hashlib.sha1(f"run time {path.name}".encode()).hexdigest()[:8]
     cells.insert(i + 1, {"cell_type": "markdown", "id": cell_id, "metadata": {}, "source": text.splitlines(True)})
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return text
+
+
+def home_page_output() -> str | None:
+    "The saved output of the home page's cell that shows `home_tables`."
+    for c in json.loads((ROOT / "nbs" / "index.ipynb").read_text())["cells"]:
+        if c["cell_type"] == "code" and "run_times.home_tables" in "".join(c["source"]):
+            outs = [o for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
+            return "".join(outs[0]["data"]["text/markdown"]) if outs else None
+    return None
 
 
 def expected(times: dict) -> dict[Path, str]:
@@ -233,7 +253,9 @@ def main():
     ap.add_argument("--tiny", type=Path, help="tools/execute.py --timings output")
     ap.add_argument("--dry-run", type=Path, help="tools/dry_run.py --json output")
     ap.add_argument(
-        "--check", action="store_true", help="exit 1 unless every chapter states nbs/run_times.json's times"
+        "--check",
+        action="store_true",
+        help="exit 1 unless the chapters and the home page state nbs/run_times.json's times",
     )
     args = ap.parse_args()
     if args.check:
@@ -241,6 +263,13 @@ def main():
         chapters = sorted(p.name for p in (ROOT / "nbs").glob("[0-9]*.ipynb"))
         stale = [f"{p.name}: not measured" for p in map(Path, chapters) if p.name not in times["chapters"]]
         stale += [f"{p.name}: says {place(p, None)!r}" for p, t in expected(times).items() if place(p, None) != t]
+        stale += [
+            f"{p}: its `scale` switch is {'gone' if was else 'new'}"
+            for p, was in ((n, ch["switch"]) for n, ch in times["chapters"].items())
+            if anchor(json.loads((ROOT / "nbs" / p).read_text())["cells"])[1] != was
+        ]
+        if home_page_output() != home_tables(times, read_gpu()):
+            stale.append("index.ipynb: its tables' saved output is not what run_times.json and results/gpu.json give")
         if stale:
             sys.exit("run times out of date (see tools/run_times.py):\n" + "\n".join(stale))
         print(f"{len(chapters)} chapters state their run times")
