@@ -310,8 +310,13 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path, monkeypatch, wandb
     assert run.project == "llmstart-test" and run.offline
     wandb.finish()
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")  # what `wandb sync` uploads
-    history = wandb_history(run_file)
-    logged = {r["trainer/global_step"]: r["train_loss"] for r in history if "train_loss" in r}
+    deadline = time.monotonic() + 60  # wandb's writer is a separate process: on a loaded machine it may still be writing
+    while True:
+        history = wandb_history(run_file)
+        logged = {r["trainer/global_step"]: r["train_loss"] for r in history if "train_loss" in r}
+        if len(logged) >= 16 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     csv = [l.split(",") for l in (Path(trainer.loggers[0].log_dir) / "metrics.csv").read_text().splitlines()]
     in_csv = {
         int(r["step"]): float(r["train_loss"]) for r in (dict(zip(csv[0], l)) for l in csv[1:]) if r["train_loss"]
