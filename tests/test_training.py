@@ -310,7 +310,9 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path, monkeypatch, wandb
     assert run.project == "llmstart-test" and run.offline
     wandb.finish()
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")  # what `wandb sync` uploads
-    deadline = time.monotonic() + 60  # wandb's writer is a separate process: on a loaded machine it may still be writing
+    deadline = (
+        time.monotonic() + 60
+    )  # wandb's writer is a separate process: on a loaded machine it may still be writing
     while True:
         history = wandb_history(run_file)
         logged = {r["trainer/global_step"]: r["train_loss"] for r in history if "train_loss" in r}
