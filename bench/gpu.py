@@ -61,18 +61,12 @@ def quantized(device: str) -> list[dict]:
 def summarise(dry: dict, peak: float) -> dict:
     """`dry` (a `tools/dry_run.py --json` report) with each logged run's `mfu` (measured FLOP/s over `peak`) and
     `real_seconds` (the planned steps at the measured seconds a step) where its log has what they need."""
-    from run_times import flops_per_token
+    from run_times import flops_per_token, model_sizes
 
     for nb in dry["notebooks"]:
         for run in nb["runs"]:
-            models = run.get("models") or []
-            rest = (
-                run["parameters"] - sum(m["parameters"] for m in models),
-                run["trained_parameters"] - sum(m["trained_parameters"] for m in models),
-            )
-            sizes = [(m["parameters"], m["trained_parameters"]) for m in models] + ([rest] if rest[0] else [])
-            if run["tokens_per_step"] and run["seconds_per_step"]:
-                flops = run["tokens_per_step"] * sum(flops_per_token(*s) for s in sizes)
+            if run["tokens_per_step"] and run["seconds_per_step"]:  # the models measured are already full-size
+                flops = run["tokens_per_step"] * sum(flops_per_token(*s) for s in model_sizes(run, grow=False))
                 run["mfu"] = round(flops / run["seconds_per_step"] / peak, 4)
             if run["planned_steps"] and run["seconds_per_step"]:
                 run["real_seconds"] = round(run["planned_steps"] * run["seconds_per_step"], 1)

@@ -22,7 +22,7 @@
   When bench/gpu.sh has measured a GPU (results/gpu.json), its measured seconds a step are used for that GPU too.
 """
 
-import argparse, hashlib, json, re, sys
+import argparse, functools, hashlib, json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,7 @@ GPUS = {"T4": 65e12, "A100": 312e12}  # peak dense fp16 (T4, which has no bf16) 
 UTILISATION = 0.30  # of that peak: nanoGPT's GPT-2 (124M) trains at ~29 % on an RTX 4090 (karpathy/nanoGPT#182)
 
 
+@functools.cache
 def backbone_parameters(repo_id: str, full: bool, layers: int | None = None) -> int:
     """Parameters of the hub model `repo_id`'s backbone (`full`) or of its dry-run stand-in's, with `layers` layers
     (default: its own), counted on the meta device."""
@@ -66,14 +67,21 @@ def flops_per_token(n: int, trained: int) -> int:
     return (6 if trained > n / 2 else 4 if trained else 2) * n
 
 
-def real_run(run: dict) -> dict:
-    "One logged training run at the real scale: its parameters (stand-ins made the hub models), tokens and FLOPs."
+def model_sizes(run: dict, grow: bool = True) -> list[tuple[int, int]]:
+    """(parameters, trained parameters) of each part of a logged run: its Hugging Face models (with `grow`, stand-ins
+    made the hub models: `real_model`), and the rest of it (heads, an LSTM) as one part."""
     models = run.get("models") or []
     rest = (
         run["parameters"] - sum(m["parameters"] for m in models),
         run["trained_parameters"] - sum(m["trained_parameters"] for m in models),
     )
-    sizes = [real_model(m) for m in models] + ([rest] if rest[0] else [])
+    parts = [real_model(m) if grow else (m["parameters"], m["trained_parameters"]) for m in models]
+    return parts + ([rest] if rest[0] else [])
+
+
+def real_run(run: dict) -> dict:
+    "One logged training run at the real scale: its parameters (stand-ins made the hub models), tokens and FLOPs."
+    sizes = model_sizes(run)
     out = {k: run.get(k) for k in ("model", "planned_steps", "tokens_per_step")}
     pretrained = run.get("pretrained")  # a hub id; a folder (this machine's) only as the kind of thing it is
     out["pretrained"] = pretrained if not pretrained or not Path(pretrained).is_absolute() else "a local bundle"
