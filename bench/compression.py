@@ -1,4 +1,4 @@
-"""Chapter 5's real results: all-MiniLM-L6-v2 fine-tuned on 8,000 SNLI pairs, then int8, 50 % magnitude pruning with a
+"""Chapter 6's real results: all-MiniLM-L6-v2 fine-tuned on 8,000 SNLI pairs, then int8, 50 % magnitude pruning with a
 recovery fine-tune, and a distilled 3-layer student -- each measured against the original in the same run (CPU latency
 per example at batch 1 and 32, weight-file size, held-out accuracy on the other 1,842 pairs).
 
@@ -35,7 +35,7 @@ LABELS = ["entailment", "neutral", "contradiction"]
 
 
 def split(path, tmp):
-    "Chapter 4's benchmark split: 8,000 training pairs sampled with seed 0, the other 1,842 held out (label names written)."
+    "Chapter 5's benchmark split: 8,000 training pairs sampled with seed 0, the other 1,842 held out (label names written)."
     ds = load_classification(path)
     names = ds.features["label"].names
     parts = ds.train_test_split(test_size=ds.num_rows - 8000, seed=0)

@@ -1,4 +1,4 @@
-"""Chapter 4: llmstart finetune -> evaluate on real pairs and single texts, exact reproduction, LoRA, bad input."""
+"""Chapter 5: llmstart finetune -> evaluate on real pairs and single texts, exact reproduction, LoRA, bad input."""
 
 import json
 

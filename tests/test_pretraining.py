@@ -1,4 +1,4 @@
-"""Chapter 3: masking statistics on real text, perplexity, a real character-level run, DDP, the pretrain CLI end to end."""
+"""Chapter 4: masking statistics on real text, perplexity, a real character-level run, DDP, the pretrain CLI end to end."""
 
 import json
 import math

@@ -67,22 +67,22 @@ TIMES = {
     "machine": "2 CPU cores",
     "utilisation": 0.3,
     "chapters": {
-        "04_finetuning.ipynb": {
+        "05_finetuning.ipynb": {
             "tiny_seconds": 110.0,
             "real": {"runs": [], "flops": 3.9e16, "seconds": {"T4": 2000.0, "A100": 416.7}},
             "switch": True,
         },
         "01_embeddings.ipynb": {"tiny_seconds": 26.0, "real": {"runs": [], "flops": 0, "seconds": {}}, "switch": True},
-        "09_core.ipynb": {"tiny_seconds": 9.0, "real": None, "switch": False},
+        "10_core.ipynb": {"tiny_seconds": 9.0, "real": None, "switch": False},
     },
 }
 
 
 def test_the_home_page_says_no_gpu_was_measured_until_one_was():
     text = run_times.home_tables(TIMES, None)
-    assert "| [04_finetuning](04_finetuning.ipynb) | 2 min | 33 min | 7 min |" in text
+    assert "| [05_finetuning](05_finetuning.ipynb) | 2 min | 33 min | 7 min |" in text
     assert "| [01_embeddings](01_embeddings.ipynb) | 26 s | not estimated | not estimated |" in text  # no transformer
-    assert "| [09_core](09_core.ipynb) | 9 s | one scale | one scale |" in text
+    assert "| [10_core](10_core.ipynb) | 9 s | one scale | one scale |" in text
     assert "No GPU has been measured yet" in text
 
 
@@ -94,18 +94,18 @@ def test_the_home_page_gpu_table_is_made_from_results_gpu_json():
         "torch": "2.11.0",
         "matmul_tflops": 790.1,
         "quantized": [{"model": "int4 weight-only", "ms per batch": 1.2, "weights MB": 80.5}],
-        "dry_run": {"notebooks": [{"notebook": "04_finetuning.ipynb", "ok": True, "runs": [run]}]},
+        "dry_run": {"notebooks": [{"notebook": "05_finetuning.ipynb", "ok": True, "runs": [run]}]},
     }
     times = {**TIMES, "chapters": {**TIMES["chapters"]}}
-    times["chapters"]["04_finetuning.ipynb"] = {
+    times["chapters"]["05_finetuning.ipynb"] = {
         "tiny_seconds": 110.0,
         "switch": True,
-        "real": {**TIMES["chapters"]["04_finetuning.ipynb"]["real"], "measured": {"seconds": 534.0}},
+        "real": {**TIMES["chapters"]["05_finetuning.ipynb"]["real"], "measured": {"seconds": 534.0}},
     }
     text = run_times.home_tables(times, gpu)
     assert "No GPU has been measured yet" not in text
-    assert "| [04_finetuning](04_finetuning.ipynb) | 2 min | 33 min | 7 min | 9 min |" in text
-    assert "790.1 TFLOP/s" in text and "| 04_finetuning | SequenceClassifier | 109.5M | 1,280 | 31 | 41% |" in text
+    assert "| [05_finetuning](05_finetuning.ipynb) | 2 min | 33 min | 7 min | 9 min |" in text
+    assert "790.1 TFLOP/s" in text and "| 05_finetuning | SequenceClassifier | 109.5M | 1,280 | 31 | 41% |" in text
     assert "| int4 weight-only | 1.2 | 80.5 |" in text
 
 
@@ -118,14 +118,14 @@ def test_bench_gpu_counts_flops_as_the_estimates_do():
     student = dict(standin=BERT, layers=6, parameters=50, trained_parameters=50)
     run = _run(parameters=150, trained_parameters=50, models=[teacher, student], tokens_per_step=1000)
     run |= dict(seconds_per_step=0.5, planned_steps=400)
-    dry = {"notebooks": [{"notebook": "05_optimization.ipynb", "ok": True, "runs": [run]}]}
+    dry = {"notebooks": [{"notebook": "06_optimization.ipynb", "ok": True, "runs": [run]}]}
     out = gpu.summarise(dry, peak=1e6)["notebooks"][0]["runs"][0]
     assert out["mfu"] == round((2 * 100 + 6 * 50) * 1000 / 0.5 / 1e6, 4)  # a frozen teacher: forward only
     assert out["real_seconds"] == 200.0
     table = run_times.home_tables(
         TIMES, {"device": "GPU", "date": "d", "torch": "t", "matmul_tflops": 1.0, "quantized": [], "dry_run": dry}
     )
-    assert "| 05_optimization | SequenceClassifier | 0.0M | 1,000 | 500 | 100% |" in table
+    assert "| 06_optimization | SequenceClassifier | 0.0M | 1,000 | 500 | 100% |" in table
 
 
 def test_the_readme_keeps_only_the_output_of_echo_false_cells():

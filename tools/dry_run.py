@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The real-scale path of every chapter, run here: on this CPU, offline, in minutes. A chapter's real path must pass it.
 
-    python tools/dry_run.py [nbs/03_pretraining.ipynb ...] [--steps 2] [--workers N] [--json FILE] [--full-size]
+    python tools/dry_run.py [nbs/04_pretraining.ipynb ...] [--steps 2] [--workers N] [--json FILE] [--full-size]
 
 Each notebook runs top to bottom, unchanged, at `LLMSTART_SCALE=real`, cells flagged `#| gpu` included, with:
 
