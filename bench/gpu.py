@@ -5,9 +5,12 @@
 
 1. The GPU's bf16 matrix-multiply throughput, measured (8192^3 products, the mean of 50 after 5 warm-ups): the peak
    every utilisation below is a share of.
-2. Weight-only int8 and int4 quantization (torchao) of a BERT-base-sized classifier on a batch of 32 x 128 tokens:
+2. Chapter 3's `GPT` at GPT-2-small's size (12 layers, 768 wide, 1,024 tokens of context), GPT-2's block and the modern
+   one (RoPE, RMSNorm, SwiGLU), bf16 autocast, AdamW: training tokens/s and model FLOPs utilisation
+   (`llmstart.transformer.flops_per_token` over the measured peak), eager and under `torch.compile`.
+3. Weight-only int8 and int4 quantization (torchao) of a BERT-base-sized classifier on a batch of 32 x 128 tokens:
    milliseconds a batch and saved MB against bf16 (`llmstart.optimization.weight_only_quantized`).
-3. The real path of every chapter that trains a transformer (default: those nbs/run_times.json estimates) on this
+4. The real path of every chapter that trains a transformer (default: those nbs/run_times.json estimates) on this
    GPU (`tools/dry_run.py --full-size`): the hub's models as stand-ins of their real sizes, each training run cut to
    `--steps` steps, one chapter at a time by default so that no two share the GPU while timed. Each run's measured
    seconds a step give its model FLOPs utilisation (FLOPs a token as tools/run_times.py counts them, times tokens a
@@ -106,6 +109,14 @@ def main():
     peak = matmul_peak(device, 8192 if device == "cuda" else 1024)
     result["matmul_tflops"] = round(peak / 1e12, 1)
     print(f"{name}: matrix products at {peak / 1e12:.1f} TFLOP/s", flush=True)
+    save()
+    try:
+        from gpt_training import gpt_training  # bench/gpt_training.py
+
+        result["gpt"] = gpt_training(device, peak)
+    except Exception:
+        result["gpt"] = []
+        result["errors"].append("gpt: " + traceback.format_exc(limit=3))
     save()
     try:
         result["quantized"] = quantized(device)

@@ -6,7 +6,8 @@ The peer: nanoGPT (karpathy/nanoGPT at 3adf61e) with the CPU configuration its R
 compile -- started as its README says (its `prepare.py`, then `train.py`). Ours: `llmstart pretrain --config
 shakespeare-char`, the same sizes, data split and batch with chapter 3's modern block (RoPE, RMSNorm, SwiGLU) and its
 own schedule (1,200 steps, lr 2e-3). Both run one after the other on the same machine; each wall time is the whole
-command (imports, data preparation, training, its evaluations, saving).
+command (imports, data preparation, training, its evaluations, saving). nanoGPT estimates its loss every 250 steps
+on 20 batches; ours is validated once, at the end, on the whole held-out text.
 
 Both validation losses are measured the same way, over the *whole* held-out tenth of the text in non-overlapping
 blocks of 65 characters (64 predictions each): ours by the recipe, nanoGPT's by loading its final checkpoint into its
@@ -20,9 +21,13 @@ The last line is one JSON object.
 import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
+import yaml
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from llmstart.data import shared_file
+
+ROOT = Path(__file__).resolve().parent.parent
 
 NANOGPT_ARGS = (
     "config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 --log_interval=1 --block_size=64 "
@@ -54,11 +59,14 @@ blocks = data[: len(data) // 65 * 65].view(-1, 65)
 total = 0.0
 with torch.no_grad():
     for b in blocks.split(64):
-        _, loss = m(b[:, :-1], b[:, 1:])
+        _, loss = m(b[:, :-1].contiguous(), b[:, 1:].contiguous())
         total += float(loss) * b[:, 1:].numel()
 print(total / blocks[:, 1:].numel())
 """
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"evaluating nanoGPT's checkpoint failed:\n{r.stderr[-3000:]}")
+    return float(r.stdout.strip().splitlines()[-1])  # (its model prints its parameter count first)
 
 
 def run_nanogpt(source: Path, data: Path, tmp: Path) -> dict:
@@ -84,8 +92,8 @@ def run_nanogpt(source: Path, data: Path, tmp: Path) -> dict:
 def run_llmstart(data: Path, tmp: Path, steps: int | None) -> dict:
     cmd = [sys.executable, "-m", "llmstart.cli", "pretrain", "--config", "shakespeare-char", "--data.source", str(data)]
     cmd += ["--trainer.output_dir", str(tmp / "llmstart"), "--trainer.progress_bar", "false"]
-    if steps:
-        cmd += ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps)]
+    steps = steps or yaml.safe_load((ROOT / "configs" / "shakespeare-char.yaml").read_text())["trainer"]["max_steps"]
+    cmd += ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps)]  # validated once, at the end
     r, seconds = timed(cmd)
     out = json.loads(r.stdout.strip().splitlines()[-1])
     return {"seconds": round(seconds, 1), "val_loss": round(out["val_loss"], 4), "steps": out["steps"]}

@@ -5,15 +5,17 @@
 # %% ../nbs/01_embeddings.ipynb #efbcc134
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import lightning as L
 import numpy as np
+import regex
 import torch
 import torch.nn.functional as F
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -24,7 +26,8 @@ from .core import UsageError, check_output, output_folder, parse_command
 from .data import load_corpus
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'TOKENIZER_KINDS', 'WORD_RE', 'train_tokenizer', 'tokenizer_stats', 'TokenEmbedding',
+__all__ = ['SPECIAL_TOKENS', 'TOKENIZER_KINDS', 'GPT2_SPLIT', 'BYTE_CHARS', 'WORD_RE', 'train_tokenizer', 'byte_chars',
+           'pretokenize', 'merge_pair', 'train_bpe', 'bpe_encode', 'tokenizer_stats', 'TokenEmbedding',
            'sinusoidal_encoding', 'SinusoidalPositionalEncoding', 'LearnedPositionalEmbedding', 'words_of',
            'skipgram_pairs', 'SkipGramDataModule', 'SkipGram', 'nearest', 'cooccurrence_margin', 'project_2d',
            'word_in_context', 'mean_pool', 'sentence_embeddings', 'build_tokenizer', 'cli_tokenizer']
@@ -113,6 +116,93 @@ def train_tokenizer(
         clean_up_tokenization_spaces=False,
         **SPECIAL_TOKENS,
     )
+
+# %% ../nbs/01_embeddings.ipynb #85c59a4f
+# GPT-2's pre-tokenizer: contractions, letters, digits, other symbols (each with one leading space), then spaces.
+# (`regex`, which knows Unicode's letter and number classes, comes with transformers.)
+GPT2_SPLIT = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+
+
+def byte_chars() -> dict[int, str]:
+    """GPT-2's map from the 256 byte values to printable characters: printable bytes stay themselves, the others
+    (control bytes, the space) move past 255, so every byte string reads as a string and nothing is unknown."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    moved = [b for b in range(256) if b not in keep]
+    return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(moved)}}
+
+
+BYTE_CHARS = byte_chars()
+
+
+def pretokenize(text: str) -> list[str]:
+    "GPT-2's words of `text`, each written as the characters of its UTF-8 bytes."
+    return ["".join(BYTE_CHARS[b] for b in w.encode("utf-8")) for w in GPT2_SPLIT.findall(text)]
+
+# %% ../nbs/01_embeddings.ipynb #69d13bef
+def merge_pair(tokens: list[str], pair: tuple[str, str], new: str) -> list[str]:
+    "`tokens` with every occurrence of `pair`, left to right, replaced by `new`."
+    out, i = [], 0
+    while i < len(tokens):
+        if i + 1 < len(tokens) and (tokens[i], tokens[i + 1]) == pair:
+            out.append(new)
+            i += 2
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
+
+# %% ../nbs/01_embeddings.ipynb #39169b3c
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> tuple[dict[str, int], list]:
+    """Byte-level BPE: from the 256 byte characters, merge the most frequent adjacent pair of tokens (ties: the pair of
+    smallest ids) into a new token until the vocabulary has `vocab_size` entries or no pair occurs `min_frequency`
+    times. Returns the vocabulary (token -> id) and the merges in the order learned."""
+    vocab = {c: i for i, c in enumerate(sorted(BYTE_CHARS.values()))}
+    freq = Counter(w for t in texts for w in pretokenize(t))  # word -> occurrences
+    words = {w: list(w) for w in freq}  # word -> its tokens so far
+    pairs, where = Counter(), defaultdict(set)  # pair -> occurrences; pair -> the words that have it
+    for w, toks in words.items():
+        for p in zip(toks, toks[1:]):
+            pairs[p] += freq[w]
+            where[p].add(w)
+    heap = [(-n, vocab[a], vocab[b], (a, b)) for (a, b), n in pairs.items()]  # most frequent first, then smallest ids
+    heapq.heapify(heap)
+    merges = []
+    while len(vocab) < vocab_size and heap:
+        n, _, _, best = heapq.heappop(heap)
+        if -n != pairs.get(best, 0):  # stale: the count changed since this entry was pushed
+            if 0 < pairs.get(best, 0) < -n:
+                heapq.heappush(heap, (-pairs[best], vocab[best[0]], vocab[best[1]], best))
+            continue
+        if -n < min_frequency:
+            break
+        new = best[0] + best[1]
+        vocab[new] = len(vocab)
+        merges.append(best)
+        for w in where.pop(best):  # only the words with the pair change: take their pairs out, merge, put them back
+            old = words[w]
+            for p in zip(old, old[1:]):
+                pairs[p] -= freq[w]
+            words[w] = merged = merge_pair(old, best, new)
+            for p in zip(merged, merged[1:]):
+                pairs[p] += freq[w]
+                where[p].add(w)
+                heapq.heappush(heap, (-pairs[p], vocab[p[0]], vocab[p[1]], p))
+    return vocab, merges
+
+
+def bpe_encode(text: str, vocab: dict[str, int], merges: list) -> list[int]:
+    "Token ids of `text`: each word's bytes merged pair by pair, always the earliest-learned merge that applies first."
+    rank = {p: i for i, p in enumerate(merges)}
+    ids = []
+    for w in pretokenize(text):
+        toks = list(w)
+        while len(toks) > 1:
+            best = min(zip(toks, toks[1:]), key=lambda p: rank.get(p, len(rank)))
+            if best not in rank:
+                break
+            toks = merge_pair(toks, best, best[0] + best[1])
+        ids += [vocab[t] for t in toks]
+    return ids
 
 # %% ../nbs/01_embeddings.ipynb #0f7dc8fc
 def tokenizer_stats(tokenizer, texts: Iterable[str]) -> dict:

@@ -515,6 +515,9 @@ class CausalLM(LanguageModel):
         position: position information of a new model: 'learned' (GPT-2) or 'rope'
         norm: normalisation of a new model: 'layernorm' (GPT-2) or 'rmsnorm'
         mlp: MLP of a new model: 'gelu', 'gelu_tanh' (GPT-2) or 'swiglu'
+        scale_residual_init: initialise a new model's residual projections smaller, as GPT-2 does (Llama does not)
+        compile: compile the model with `torch.compile` when training starts (in place: checkpoints and bundles
+            are unchanged); bench/gpt_training.py measures what it gains
     """
 
     task = "causal-lm"
@@ -533,6 +536,8 @@ class CausalLM(LanguageModel):
         position: str = "learned",
         norm: str = "layernorm",
         mlp: str = "gelu",
+        scale_residual_init: bool = True,
+        compile: bool = False,
         **recipe,
     ):
         super().__init__(**recipe)
@@ -552,11 +557,17 @@ class CausalLM(LanguageModel):
             position=position,
             norm=norm,
             mlp=mlp,
+            scale_residual_init=scale_residual_init,
             bias=bias,
             dropout=dropout,
             **specials,
         )
         self.model = GPT(config)
+
+    def configure_model(self):
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.model.compile()  # nn.Module.compile: the weights keep their names
+            self._compiled = True
 
     def forward_loss(self, batch) -> dict:
         out = self.model(

@@ -498,6 +498,11 @@ def make_trainer(
         callbacks: more Lightning callbacks
         dry_run: let a dry run (`LLMSTART_DRY_RUN`) cut this run short (False: its length is the point, as in a resume demo)
     """
+    if str(strategy).startswith(("fsdp", "deepspeed")) and not torch.cuda.is_available():
+        raise UsageError(
+            f"strategy {strategy!r} shards the model across GPUs, and Lightning runs it on CUDA only: this machine has "
+            "none; use --trainer.strategy ddp to train on several CPU processes"
+        )
     output_dir = Path(output_dir or "runs/run")
     limits = dict(max_steps=max_steps, max_epochs=max_epochs, val_check_interval=val_check_interval)
     limits |= dict(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches)

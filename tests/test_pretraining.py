@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 from collections import Counter
 
@@ -176,8 +177,9 @@ def test_pretrain_bundle_evaluate_end_to_end(tmp_path):
     assert r.returncode == 0 and "resuming from" in r.stderr and "at step 40" in r.stderr
 
 
-def test_ddp_two_processes_matches_one(tmp_path, shared):
-    common = [
+def ddp_options(shared) -> list[str]:
+    "The same 150-step run of the shakespeare-char recipe on the CPU, whatever the processes."
+    return [
         "--config",
         "shakespeare-char",
         "--data.source",
@@ -193,10 +195,19 @@ def test_ddp_two_processes_matches_one(tmp_path, shared):
         "--trainer.accelerator",
         "cpu",
     ]
-    one = run_cli("pretrain", *common, "--data.batch_size", "24", "--trainer.output_dir", str(tmp_path / "one"))
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, shared):
+    "The run in one process, 24 sequences a step: what the distributed runs, 12 a process, must match."
+    out = tmp_path_factory.mktemp("one")
+    return run_cli("pretrain", *ddp_options(shared), "--data.batch_size", "24", "--trainer.output_dir", str(out))
+
+
+def test_ddp_two_processes_matches_one(tmp_path, shared, one_process):
     two = run_cli(
         "pretrain",
-        *common,
+        *ddp_options(shared),
         "--data.batch_size",
         "12",
         "--trainer.strategy",
@@ -207,10 +218,31 @@ def test_ddp_two_processes_matches_one(tmp_path, shared):
         str(tmp_path / "two"),
         process=True,
     )
+    one = one_process
     assert one["world_size"] == 1 and two["world_size"] == 2 and one["steps"] == two["steps"] == 150
     # the same effective batch (24 sequences a step): the losses agree within run-to-run noise
     assert abs(one["val_loss"] - two["val_loss"]) < 0.08, (one, two)
     assert two["val_loss"] < 2.8
+
+
+def test_two_nodes_on_localhost_match_one_process(tmp_path, shared, one_process):
+    """Multi-node DDP as a cluster launches it (SLURM, torchrun, or by hand): one `llmstart pretrain` per node with
+    --trainer.num_nodes 2, each told its NODE_RANK and where rank 0 listens (MASTER_ADDR, MASTER_PORT); over gloo here."""
+    from llmstart.deployment import free_port
+
+    port, procs = free_port(), []
+    for rank in (0, 1):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(rank)}
+        cmd = [llmstart_exe(), "pretrain", *ddp_options(shared), "--data.batch_size", "12"]
+        cmd += ["--trainer.strategy", "ddp", "--trainer.num_nodes", "2", "--trainer.devices", "1"]
+        cmd += ["--trainer.output_dir", str(tmp_path / f"node{rank}")]  # (on a cluster, usually one shared folder)
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outs]
+    node0 = json.loads(outs[0][0].strip().splitlines()[-1])
+    assert outs[1][0].strip() == ""  # only global rank 0 reports
+    assert node0["world_size"] == 2 and node0["steps"] == 150
+    assert abs(node0["val_loss"] - one_process["val_loss"]) < 0.08, (node0, one_process)
 
 
 def test_pretrain_bad_input():

@@ -141,10 +141,8 @@ def test_a_saved_gpt_and_a_converted_checkpoint_load_as_gpt(tmp_path):
     assert again.config.dropout == 0.1 and isinstance(again, GPT)
 
 
-@pytest.fixture(scope="module")
-def char_bundle(tmp_path_factory, shared):
-    "`llmstart pretrain --config shakespeare-char`, cut to 150 steps: a small character-level GPT bundle."
-    out = tmp_path_factory.mktemp("char")
+def pretrain_char(shared, out, steps: int, *options) -> dict:
+    "`llmstart pretrain --config shakespeare-char` on Tiny Shakespeare for `steps` steps, validated once at the end."
     r = cli(
         "pretrain",
         "--config",
@@ -152,20 +150,27 @@ def char_bundle(tmp_path_factory, shared):
         "--data.source",
         str(shared("tinyshakespeare.txt")),
         "--trainer.max_steps",
-        "150",
+        str(steps),
         "--trainer.val_check_interval",
-        "150",
+        str(steps),
         "--trainer.limit_val_batches",
         "40",
         "--trainer.output_dir",
-        str(out / "run"),
+        str(out),
         "--trainer.progress_bar",
         "false",
+        *options,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["val_loss"] < 2.7, result  # it learned something: uniform over 65 characters is 4.17
-    return result["bundle"]
+    return result
+
+
+@pytest.fixture(scope="module")
+def char_bundle(tmp_path_factory, shared):
+    "A small character-level GPT bundle: the shakespeare-char recipe cut to 150 steps."
+    return pretrain_char(shared, tmp_path_factory.mktemp("char") / "run", 150)["bundle"]
 
 
 def test_generate_streams_text_from_a_pretrained_bundle(char_bundle):
@@ -203,3 +208,26 @@ def test_a_generate_bundle_is_evaluated_by_evaluate(char_bundle, shared, tmp_pat
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["task"] == "causal-lm" and 1.5 < out["loss"] < 2.8 and out["tokens"] > 19_000
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU, on which FSDP runs")
+def test_fsdp_without_a_gpu_is_refused_with_what_to_use(tmp_path):
+    r = cli(
+        "pretrain",
+        "--config",
+        "shakespeare-char",
+        "--data.source",
+        "sample:corpus",
+        "--trainer.strategy",
+        "fsdp",
+        "--trainer.output_dir",
+        str(tmp_path / "run"),
+    )
+    assert r.returncode == 1 and "Lightning runs it on CUDA only" in r.stderr and "--trainer.strategy ddp" in r.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FSDP needs a GPU (Lightning runs it on CUDA only)")
+def test_fsdp_on_a_gpu_trains_and_writes_a_bundle_that_generates(tmp_path, shared):
+    out = pretrain_char(shared, tmp_path / "run", 200, "--trainer.strategy", "fsdp", "--trainer.devices", "1")
+    g = cli("generate", "--model", out["bundle"], "--prompt", "ROMEO:", "--max-new-tokens", "20", "--temperature", "0")
+    assert g.returncode == 0 and g.stdout.startswith("ROMEO:"), g.stderr[-2000:]

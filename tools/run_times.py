@@ -216,7 +216,15 @@ def home_tables(times: dict, gpu: dict | None) -> str:
         for nb, r in runs
     )
     text += "\n\n| weights | ms per batch of 32 x 128 | MB |\n|---|---|---|\n"
-    return text + "\n".join(f"| {q['model']} | {q['ms per batch']} | {q['weights MB']} |" for q in gpu["quantized"])
+    text += "\n".join(f"| {q['model']} | {q['ms per batch']} | {q['weights MB']} |" for q in gpu["quantized"])
+    if gpu.get("gpt"):  # chapter 3's GPT at GPT-2-small's size, bf16
+        text += "\n\n| GPT (124M), block | torch.compile | tokens/s | utilisation |\n|---|---|---|---|\n"
+        text += "\n".join(
+            f"| {r['block']} | {'yes' if r['compiled'] else 'no'} | "
+            + (f"{r['tokens_per_s']:,} | {r['mfu']:.0%} |" if "error" not in r else f"failed: {r['error'][:80]} | |")
+            for r in gpu["gpt"]
+        )
+    return text
 
 
 def anchor(cells: list) -> tuple[int, bool]:
