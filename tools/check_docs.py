@@ -21,8 +21,10 @@ def process() -> None:
     env = {**os.environ, "PATH": f"{stub_dir}{os.pathsep}{os.environ['PATH']}"}
     shutil.rmtree(PROC, ignore_errors=True)
     exe = Path(sys.executable).parent / "nbdev_proc_nbs"
-    subprocess.run([str(exe), "--n_workers", "1"], cwd=ROOT, env=env, check=True)
-    shutil.rmtree(stub_dir)
+    try:
+        subprocess.run([str(exe), "--n_workers", "1"], cwd=ROOT, env=env, check=True)
+    finally:  # the stub goes, whether or not the notebooks processed
+        shutil.rmtree(stub_dir)
 
 
 def problems() -> list[str]:
