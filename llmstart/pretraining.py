@@ -585,7 +585,7 @@ def load_gpt(source: str, **overrides) -> GPT:
     if any(getattr(model.config, k) != v for k, v in overrides.items()):
         rebuilt = GPT(GPTConfig.from_dict({**model.config.to_dict(), **overrides}))
         rebuilt.load_state_dict(model.state_dict())
-        return rebuilt
+        return rebuilt.eval()
     return model
 
 # %% ../nbs/04_pretraining.ipynb #1d671c5f
@@ -601,12 +601,21 @@ def stream_text(
 ) -> Iterator[str]:
     """The text of a sampled continuation of `prompt`, piece by piece as `model.stream` produces tokens (with its KV
     cache), ending at the tokenizer's end-of-sequence token or after `max_new_tokens` (default: as many as the model's
-    context leaves after the prompt). An empty prompt starts from the beginning-of-sequence token."""
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    if not ids and tokenizer.bos_token_id is not None:
-        ids = [tokenizer.bos_token_id]
+    context leaves after the prompt). An empty prompt starts a new document: after the end-of-sequence token, which
+    separates documents in training."""
+    enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+        unknown = [prompt[a:b] for i, (a, b) in zip(ids, enc["offset_mapping"]) if i == tokenizer.unk_token_id]
+        raise UsageError(f"the prompt has text the model never saw ({', '.join(map(repr, unknown))}): leave it out")
+    if not ids:
+        ids = [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id]
     if max_new_tokens is None:
-        max_new_tokens = max(model.config.block_size - len(ids), 1)  # (a prompt that fills the context is refused)
+        if len(ids) >= model.config.block_size:
+            raise UsageError(
+                f"the prompt's {len(ids)} tokens fill the model's context of {model.config.block_size}: shorten it"
+            )
+        max_new_tokens = model.config.block_size - len(ids)
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     tokens = model.stream(
@@ -618,15 +627,16 @@ def stream_text(
         eos_token_id=tokenizer.eos_token_id,
         generator=g,
     )
-    new, shown = [], ""
+    shown = len(tokenizer.decode(ids, skip_special_tokens=True))
+    new = []
     for t in tokens:
         if int(t) == tokenizer.eos_token_id:
             break
         new.append(int(t))
-        text = tokenizer.decode(new, skip_special_tokens=True)
+        text = tokenizer.decode(ids + new, skip_special_tokens=True)  # decoded whole: spaces and bytes come out right
         if not text.endswith("\ufffd"):  # not in the middle of a multi-byte character
-            yield text[len(shown) :]
-            shown = text
+            yield text[shown:]
+            shown = len(text)
 
 
 def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int | None = None, **sampling) -> str:
@@ -766,7 +776,7 @@ def sample_bundle(
         model: the bundle folder (written by llmstart pretrain with a CausalLM recipe)
         prompt: the text to continue
         max_new_tokens: the most tokens to generate (default: what the model's context leaves after the prompt)
-        temperature: 0 for greedy decoding; below 1 sharper, above 1 more varied
+        temperature: 0 for greedy decoding (top_k and top_p then change nothing); below 1 sharper, above 1 more varied
         top_k: sample only among the k most likely tokens
         top_p: sample only among the most likely tokens whose probabilities reach p
         seed: the sampling's random seed

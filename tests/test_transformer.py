@@ -231,3 +231,36 @@ def test_fsdp_on_a_gpu_trains_and_writes_a_bundle_that_generates(tmp_path, share
     out = pretrain_char(shared, tmp_path / "run", 200, "--trainer.strategy", "fsdp", "--trainer.devices", "1")
     g = cli("generate", "--model", out["bundle"], "--prompt", "ROMEO:", "--max-new-tokens", "20", "--temperature", "0")
     assert g.returncode == 0 and g.stdout.startswith("ROMEO:"), g.stderr[-2000:]
+
+
+def test_a_batch_stops_when_every_row_has_ended_and_ended_rows_repeat_their_end():
+    torch.manual_seed(3)
+    model = GPT.from_hf(gpt2())
+    prompts = torch.randint(1, 500, (2, 6))
+    greedy = model.generate(prompts, 12, temperature=0)[:, 6:]
+    ends = [int(greedy[0, 2]), int(greedy[1, 1])]  # a list of end tokens, as Llama 3 has
+    first = [next(i for i, t in enumerate(row.tolist()) if t in ends) for row in greedy]
+    out = model.generate(prompts, 12, temperature=0, eos_token_id=ends)[:, 6:]
+    assert out.shape[1] == max(first) + 1  # stopped once every row had ended
+    for row, f in enumerate(first):
+        assert torch.equal(out[row, : f + 1], greedy[row, : f + 1])  # the same tokens up to its end
+        assert (out[row, f:] == out[row, f]).all()  # then its end token again
+
+
+def test_generation_runs_in_eval_mode_and_restores_training_mode():
+    model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16, dropout=0.5)).train()
+    prompt = torch.zeros(1, 4, dtype=torch.long)
+    assert torch.equal(
+        model.generate(prompt, 10, temperature=0), model.generate(prompt, 10, temperature=0, use_cache=False)
+    )
+    assert model.training  # as it was
+
+
+def test_from_hf_refuses_rotary_scaling_it_does_not_implement():
+    with pytest.raises(UsageError, match="rope_type 'linear' is not supported"):
+        GPT.from_hf(llama(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}))
+
+
+def test_generate_refuses_a_prompt_with_unknown_characters(char_bundle):
+    r = cli("generate", "--model", char_bundle, "--prompt", "ROMEO: 東京", "--max-new-tokens", "5")
+    assert r.returncode == 1 and "the prompt has text the model never saw ('東', '京')" in r.stderr
