@@ -10,8 +10,7 @@ bf16 autocast, batches of 8 x 1,024. On a CPU: the shakespeare-char recipe's mod
 The last line is one JSON object with each row and `compile_speedup` per block.
 """
 
-import argparse, json, sys, time
-from pathlib import Path
+import argparse, json, time
 
 
 def gpt_training(device: str, peak: float, steps: int = 10) -> list[dict]:
@@ -80,11 +79,10 @@ if __name__ == "__main__":
     args = ap.parse_args()
     import torch
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from gpu import matmul_peak
+    from llmstart.transformer import matmul_peak
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    peak = matmul_peak(device, 8192 if device == "cuda" else 1024)
+    peak = matmul_peak(8192 if device == "cuda" else 1024, repeats=50, device=device)
     rows = gpt_training(device, peak, args.steps)
     speed = {(r["block"], r["compiled"]): r.get("tokens_per_s") for r in rows}
     speedup = {

@@ -21,29 +21,12 @@ the home page's GPU table and the chapters' measured times are made from it (too
 printed is a one-line summary in JSON.
 """
 
-import argparse, json, os, platform, signal, subprocess, sys, tempfile, time, traceback
+import argparse, json, os, platform, signal, subprocess, sys, tempfile, traceback
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-
-
-def matmul_peak(device: str, n: int = 8192, repeats: int = 50) -> float:
-    "Measured FLOP/s of n x n x n matrix products: bf16 on a GPU, float32 on a CPU."
-    import torch
-
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(5):
-        a @ b
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    sync()
-    return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
 def quantized(device: str) -> list[dict]:
@@ -106,7 +89,9 @@ def main():
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 
-    peak = matmul_peak(device, 8192 if device == "cuda" else 1024)
+    from llmstart.transformer import matmul_peak
+
+    peak = matmul_peak(8192 if device == "cuda" else 1024, repeats=50, device=device)
     result["matmul_tflops"] = round(peak / 1e12, 1)
     print(f"{name}: matrix products at {peak / 1e12:.1f} TFLOP/s", flush=True)
     save()

@@ -591,8 +591,10 @@ def flops_per_token(config: GPTConfig, T: int | None = None) -> float:
     return 6 * _matmul_params(config) + 12 * config.n_layer * config.n_head * config.head_dim * T
 
 
-def matmul_peak(n: int = 1024, repeats: int = 20, device: str = "cpu", dtype=torch.float32) -> float:
-    "Measured FLOP/s of `n`³ matrix products (2n³ FLOPs each) on `device`: the peak a utilisation is measured against."
+def matmul_peak(n: int = 1024, repeats: int = 20, device: str = "cpu", dtype=None) -> float:
+    """Measured FLOP/s of `n`³ matrix products (2n³ FLOPs each) on `device` -- in bf16 on a GPU, float32 elsewhere,
+    unless `dtype` says otherwise: the peak a utilisation is measured against."""
+    dtype = dtype or (torch.bfloat16 if str(device).startswith("cuda") else torch.float32)
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     for _ in range(3):
