@@ -1,4 +1,4 @@
-"""Chapter 6's real results: all-MiniLM-L6-v2 fine-tuned on 8,000 SNLI pairs, then int8, 50 % magnitude pruning with a
+"""Chapter 7's real results: all-MiniLM-L6-v2 fine-tuned on 8,000 SNLI pairs, then int8, 50 % magnitude pruning with a
 recovery fine-tune, and a distilled 3-layer student -- each measured against the original in the same run (CPU latency
 per example at batch 1 and 32, weight-file size, held-out accuracy on the other 1,842 pairs).
 

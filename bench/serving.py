@@ -1,4 +1,4 @@
-"""Chapter 7's real results, on a CPU: all-MiniLM-L6-v2 fine-tuned on SNLI pairs, served by `llmstart serve`.
+"""Chapter 8's real results, on a CPU: all-MiniLM-L6-v2 fine-tuned on SNLI pairs, served by `llmstart serve`.
 
 1. Dynamic batching (max_batch_size 16, batch_timeout 10 ms) vs max_batch_size 1: 2,000 requests (one pair each) from
    32 concurrent clients against each server, one after the other: requests per second, p50 / p99 latency, and the ratio

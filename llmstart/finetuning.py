@@ -276,7 +276,7 @@ def save_bundle(self, path: str | Path, tokenizer=None, **info) -> Path:
 # %% ../nbs/05_finetuning.ipynb #f0590c6b
 def load_classifier(bundle: str | Path):
     """(model, tokenizer, info) of a classification bundle, the model in eval mode (safetensors only, no remote code).
-    Bundles that name a `loader` (quantized ones, chapter 6) are loaded by it."""
+    Bundles that name a `loader` (quantized ones, chapter 7) are loaded by it."""
     info = read_bundle(bundle)
     if info["task"] != "classification":
         raise UsageError(f"{bundle} is a {info['task']} bundle, not a classifier")

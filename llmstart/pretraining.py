@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import datasets
 import lightning as L
@@ -581,7 +581,10 @@ def load_gpt(source: str, **overrides) -> GPT:
     (hub id or folder). `overrides`: settings that leave the weights alone (dropout, attention)."""
     model = load_pretrained(AutoModelForCausalLM, source)
     if not isinstance(model, GPT):
-        return GPT.from_hf(model, **overrides)
+        gpt = GPT.from_hf(model, **overrides)
+        if hasattr(model.config, "llmstart_standin"):  # a dry run's stand-in (tools/dry_run.py): the GPT stands in too
+            gpt.config.llmstart_standin = model.config.llmstart_standin
+        return gpt
     if any(getattr(model.config, k) != v for k, v in overrides.items()):
         rebuilt = GPT(GPTConfig.from_dict({**model.config.to_dict(), **overrides}))
         rebuilt.load_state_dict(model.state_dict())
@@ -592,20 +595,28 @@ def load_gpt(source: str, **overrides) -> GPT:
 def stream_text(
     model: GPT,
     tokenizer,
-    prompt: str,
+    prompt: str | list[int],
     max_new_tokens: int | None = None,
     temperature: float = 0.8,
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int = 0,
+    eos_token_id: int | list[int] | None = None,
+    on_token: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
-    """The text of a sampled continuation of `prompt`, piece by piece as `model.stream` produces tokens (with its KV
-    cache), ending at the tokenizer's end-of-sequence token or after `max_new_tokens` (default: as many as the model's
-    context leaves after the prompt). An empty prompt starts a new document: after the end-of-sequence token, which
-    separates documents in training."""
-    enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
-    ids = enc["input_ids"]
-    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+    """The text of a sampled continuation of `prompt` (text, or token ids), piece by piece as `model.stream` produces
+    tokens (with its KV cache), ending at an end token (`eos_token_id`, default the tokenizer's end-of-sequence token)
+    or after `max_new_tokens` (default: as many as the model's context leaves after the prompt). An empty prompt
+    starts a new document: after the end-of-sequence token, which separates documents in training. `on_token` is
+    called with each generated token's id (the end token excluded), whether or not it adds visible text."""
+    ends = [tokenizer.eos_token_id] if eos_token_id is None else eos_token_id
+    ends = [ends] if isinstance(ends, int) else [e for e in ends if e is not None]
+    if isinstance(prompt, str):
+        enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+        ids = enc["input_ids"]
+    else:
+        enc, ids = None, list(prompt)
+    if enc is not None and tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
         unknown = [prompt[a:b] for i, (a, b) in zip(ids, enc["offset_mapping"]) if i == tokenizer.unk_token_id]
         raise UsageError(f"the prompt has text the model never saw ({', '.join(map(repr, unknown))}): leave it out")
     if not ids:
@@ -624,15 +635,17 @@ def stream_text(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=ends,
         generator=g,
     )
     shown = len(tokenizer.decode(ids, skip_special_tokens=True))
     new = []
     for t in tokens:
-        if int(t) == tokenizer.eos_token_id:
+        if int(t) in ends:
             break
         new.append(int(t))
+        if on_token is not None:
+            on_token(int(t))
         text = tokenizer.decode(ids + new, skip_special_tokens=True)  # decoded whole: spaces and bytes come out right
         if not text.endswith("\ufffd"):  # not in the middle of a multi-byte character
             yield text[shown:]
@@ -651,7 +664,8 @@ def evaluate_language_model(
     "Loss and perplexity (token-weighted) of a language-model bundle on a corpus, prepared as in training."
     info = read_bundle(bundle)
     tokenizer = AutoTokenizer.from_pretrained(bundle)
-    cls = AutoModelForCausalLM if info["task"] == "causal-lm" else AutoModelForMaskedLM
+    causal = info["task"] in ("causal-lm", "chat")
+    cls = AutoModelForCausalLM if causal else AutoModelForMaskedLM
     model = load_pretrained(cls, bundle, use_safetensors=True).eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
@@ -661,7 +675,7 @@ def evaluate_language_model(
     blocks = pack_blocks(corpus, tokenizer, int(info.get("block_size") or 128)).with_format("torch")
     if limit:
         blocks = blocks.select(range(min(limit, len(blocks))))
-    if info["task"] == "causal-lm":
+    if causal:
         collate = causal_lm_collate
     else:
         collate = MaskedLMCollator(
@@ -675,7 +689,7 @@ def evaluate_language_model(
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"]
-        if info["task"] == "causal-lm":
+        if causal:
             logits, labels = logits[:, :-1], labels[:, 1:]
         loss = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
@@ -782,7 +796,7 @@ def sample_bundle(
         seed: the sampling's random seed
     """
     info = read_bundle(model)
-    if info["task"] != "causal-lm":
+    if info["task"] not in ("causal-lm", "chat"):
         raise UsageError(
             f"{model} is a {info['task']} bundle, which does not write text: llmstart generate takes a causal-LM bundle "
             "(llmstart pretrain with a CausalLM recipe, e.g. --config shakespeare-char)"

@@ -1,4 +1,4 @@
-"""Chapter 6: llmstart compress end to end on a real fine-tuned MiniLM -- int8, pruning, distillation -- and bad input."""
+"""Chapter 7: llmstart compress end to end on a real fine-tuned MiniLM -- int8, pruning, distillation -- and bad input."""
 
 import json
 

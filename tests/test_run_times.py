@@ -73,7 +73,7 @@ TIMES = {
             "switch": True,
         },
         "01_embeddings.ipynb": {"tiny_seconds": 26.0, "real": {"runs": [], "flops": 0, "seconds": {}}, "switch": True},
-        "10_core.ipynb": {"tiny_seconds": 9.0, "real": None, "switch": False},
+        "11_core.ipynb": {"tiny_seconds": 9.0, "real": None, "switch": False},
     },
 }
 
@@ -82,7 +82,7 @@ def test_the_home_page_says_no_gpu_was_measured_until_one_was():
     text = run_times.home_tables(TIMES, None)
     assert "| [05_finetuning](05_finetuning.ipynb) | 2 min | 33 min | 7 min |" in text
     assert "| [01_embeddings](01_embeddings.ipynb) | 26 s | not estimated | not estimated |" in text  # no transformer
-    assert "| [10_core](10_core.ipynb) | 9 s | one scale | one scale |" in text
+    assert "| [11_core](11_core.ipynb) | 9 s | one scale | one scale |" in text
     assert "No GPU has been measured yet" in text
 
 
@@ -118,14 +118,14 @@ def test_bench_gpu_counts_flops_as_the_estimates_do():
     student = dict(standin=BERT, layers=6, parameters=50, trained_parameters=50)
     run = _run(parameters=150, trained_parameters=50, models=[teacher, student], tokens_per_step=1000)
     run |= dict(seconds_per_step=0.5, planned_steps=400)
-    dry = {"notebooks": [{"notebook": "06_optimization.ipynb", "ok": True, "runs": [run]}]}
+    dry = {"notebooks": [{"notebook": "07_optimization.ipynb", "ok": True, "runs": [run]}]}
     out = gpu.summarise(dry, peak=1e6)["notebooks"][0]["runs"][0]
     assert out["mfu"] == round((2 * 100 + 6 * 50) * 1000 / 0.5 / 1e6, 4)  # a frozen teacher: forward only
     assert out["real_seconds"] == 200.0
     table = run_times.home_tables(
         TIMES, {"device": "GPU", "date": "d", "torch": "t", "matmul_tflops": 1.0, "quantized": [], "dry_run": dry}
     )
-    assert "| 06_optimization | SequenceClassifier | 0.0M | 1,000 | 500 | 100% |" in table
+    assert "| 07_optimization | SequenceClassifier | 0.0M | 1,000 | 500 | 100% |" in table
 
 
 def test_the_readme_keeps_only_the_output_of_echo_false_cells():

@@ -1,4 +1,4 @@
-"""Chapter 7: ONNX export with parity, and the LitServe server on loopback -- bad input, load, API key, shutdown."""
+"""Chapter 8: ONNX export with parity, and the LitServe server on loopback -- bad input, load, API key, shutdown."""
 
 import json
 import subprocess

@@ -81,8 +81,88 @@ def _gpt2(folder: Path, full: bool = False):
     GPT2LMHeadModel(gpt2_config(full)).save_pretrained(folder)
 
 
-HUB_MODELS = {"google-bert/bert-base-uncased": _bert, "openai-community/gpt2": _gpt2}
-HUB_CONFIGS = {"google-bert/bert-base-uncased": bert_config, "openai-community/gpt2": gpt2_config}
+def smollm2_config(full: bool = False):
+    "SmolLM2-135M's architecture (a Llama) with `full`, else a 2-layer, 64-wide Llama of its vocabulary."
+    from transformers import LlamaConfig
+
+    real = dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+    )
+    small = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    )
+    config = LlamaConfig(
+        vocab_size=49152,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
+        **(real if full else small),
+    )
+    config.llmstart_standin = "HuggingFaceTB/SmolLM2-135M"
+    return config
+
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + "
+    "'\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def _smollm2(folder: Path, full: bool = False):
+    """A byte-level BPE tokenizer of SmolLM2's size (49,152 entries: a thousand learnt on the bundled corpus, the rest
+    never produced) with its special tokens at its ids (<|endoftext|> 0, <|im_start|> 1, <|im_end|> 2) and its ChatML
+    chat template; on `smollm2_config(full)`."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast, LlamaForCausalLM
+    from llmstart.data import sample_path
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train([str(sample_path("corpus"))], vocab_size=1000, special_tokens=specials)
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(folder))
+    vocab = json.loads((folder / "vocab.json").read_text())
+    vocab |= {f"<|unused{i}|>": i for i in range(len(vocab), 49152)}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    tok = GPT2TokenizerFast(
+        str(folder / "vocab.json"),
+        str(folder / "merges.txt"),
+        model_max_length=8192,
+        bos_token=specials[0],
+        eos_token=specials[0],
+        unk_token=specials[0],
+        additional_special_tokens=specials[1:],
+    )
+    tok.chat_template = CHATML
+    assert len(tok) == 49152 and tok.convert_tokens_to_ids(specials) == [0, 1, 2], (
+        len(tok),
+        tok.convert_tokens_to_ids(specials),
+    )
+    tok.save_pretrained(folder)
+    LlamaForCausalLM(smollm2_config(full)).save_pretrained(folder)
+
+
+HUB_MODELS = {
+    "google-bert/bert-base-uncased": _bert,
+    "openai-community/gpt2": _gpt2,
+    "HuggingFaceTB/SmolLM2-135M": _smollm2,
+}
+HUB_CONFIGS = {
+    "google-bert/bert-base-uncased": bert_config,
+    "openai-community/gpt2": gpt2_config,
+    "HuggingFaceTB/SmolLM2-135M": smollm2_config,
+}
 
 
 def _snli(rows: list[dict]):
@@ -125,7 +205,70 @@ def _wikitext(lines: list[str]):
     }
 
 
-HUB_DATASETS = {"stanfordnlp/snli": _snli, "Salesforce/wikitext": _wikitext}
+_MESSAGES = [{"content": "", "role": ""}]
+
+
+def _smoltalk(lines: list[str]):
+    """smol-smoltalk's splits and columns (`messages`, `source`): chats from chapter 6's instruction set and from
+    WikiText sentences (continue this text), in OpenAI's format."""
+    import datasets
+    from llmstart.alignment import make_instructions
+
+    text = [l.strip() for l in lines if len(l.strip()) > 80]
+
+    def part(rows, start):
+        out = [{"messages": r["messages"], "source": "llmstart-" + r["task"]} for r in rows]
+        for i, t in enumerate(text[start : start + len(rows) // 2]):
+            half = len(t) // 2
+            out.append(
+                {
+                    "messages": [
+                        {"role": "user", "content": "Continue: " + t[:half]},
+                        {"role": "assistant", "content": t[half:]},
+                    ],
+                    "source": "wikitext",
+                }
+            )
+        return datasets.Dataset.from_list(out)
+
+    return "default", {
+        "train": part(make_instructions(2000, "train"), 0),
+        "test": part(make_instructions(100, "test"), 3000),
+    }
+
+
+def _ultrafeedback(lines: list[str]):
+    """UltraFeedback (binarized)'s preference splits and columns: `prompt`, and `chosen` / `rejected` as whole
+    conversations (message lists), with scores; pairs from chapter 6's instruction set."""
+    import datasets
+    from llmstart.alignment import make_instructions
+
+    def part(rows):
+        out = []
+        for i, r in enumerate(rows):
+            user = {"role": "user", "content": r["prompt"]}
+            out.append(
+                {
+                    "prompt": r["prompt"],
+                    "prompt_id": str(i),
+                    "score_chosen": 9.0,
+                    "score_rejected": 3.0,
+                    "chosen": [user, {"role": "assistant", "content": r["chosen"]}],
+                    "rejected": [user, {"role": "assistant", "content": r["rejected"]}],
+                }
+            )
+        return datasets.Dataset.from_list(out)
+
+    train, test = make_instructions(1000, "train", preferences=True), make_instructions(100, "test", preferences=True)
+    return "default", {"train_prefs": part(train), "test_prefs": part(test)}
+
+
+HUB_DATASETS = {
+    "stanfordnlp/snli": _snli,
+    "Salesforce/wikitext": _wikitext,
+    "HuggingFaceTB/smol-smoltalk": _smoltalk,
+    "HuggingFaceH4/ultrafeedback_binarized": _ultrafeedback,
+}
 
 
 def put_model(hub_cache: Path, repo_id: str, build):
@@ -171,7 +314,12 @@ def build_standins(home: Path, full: bool = False) -> dict | None:
         put_model(home / "hf" / "hub", repo_id, lambda folder: build(folder, full))
     snli = [json.loads(l) for l in shared_file("snli_dev.jsonl").read_text().splitlines()]
     wiki = shared_file("wikitext2_valid.txt").read_text(encoding="utf-8").splitlines()
-    for repo_id, rows in [("stanfordnlp/snli", snli), ("Salesforce/wikitext", wiki)]:
+    for repo_id, rows in [
+        ("stanfordnlp/snli", snli),
+        ("Salesforce/wikitext", wiki),
+        ("HuggingFaceTB/smol-smoltalk", wiki),
+        ("HuggingFaceH4/ultrafeedback_binarized", wiki),
+    ]:
         put_dataset(home / "hf" / "datasets", repo_id, *HUB_DATASETS[repo_id](rows))
     cache = home / "cache" / "data"
     cache.mkdir(parents=True)
