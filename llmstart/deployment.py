@@ -499,7 +499,7 @@ def serve(
     long_text: str = "reject",
     max_body_bytes: int = 512_000,
     workers: int = 1,
-    slots: int = 4,
+    slots: int = 1,
     max_tokens: int = 512,
     queue_timeout: float = 60,
 ):
@@ -519,7 +519,7 @@ def serve(
         long_text: reject (413) or truncate texts longer than max_text_chars
         max_body_bytes: the largest request body accepted, in bytes (larger: 413)
         workers: inference worker processes (classifiers)
-        slots: chat: replies generated at once
+        slots: chat: replies generated at once (1: on a CPU one already uses every core)
         max_tokens: chat: the longest reply a request may ask for, in tokens
         queue_timeout: chat: seconds a request waits for a free slot before a 503
     """
@@ -789,7 +789,7 @@ class ChatEngine:
         queue_timeout: seconds a request waits for a free slot before a 503
     """
 
-    def __init__(self, bundle: str, slots: int = 4, max_tokens: int = 512, queue_timeout: float = 60):
+    def __init__(self, bundle: str, slots: int = 1, max_tokens: int = 512, queue_timeout: float = 60):
         from concurrent.futures import ThreadPoolExecutor
         from llmstart.alignment import chat_tokenizer
         from llmstart.pretraining import load_gpt
@@ -970,11 +970,11 @@ async def chat_completion(engine: ChatEngine, req: ChatRequest):
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-# %% ../nbs/08_deployment.ipynb #ch11db13
+# %% ../nbs/08_deployment.ipynb #ch117b33
 def make_chat_app(
     model: str,
     api_key: str | None = None,
-    slots: int = 4,
+    slots: int = 1,
     max_tokens: int = 512,
     max_body_bytes: int = 512_000,
     queue_timeout: float = 60,

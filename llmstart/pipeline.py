@@ -40,12 +40,12 @@ from .bundle import read_bundle
 from .training import fit, make_trainer
 
 # %% auto #0
-__all__ = ['SCALES', 'TRACKS', 'STAGES', 'DECODER_SCALES', 'REPORT_COLUMNS', 'PipelineConfig', 'recipe_corpus', 'local_pairs',
-           'check_labelled', 'Progress', 'StepProgress', 'quiet_libraries', 'StageResult', 'PipelineRun', 'stage',
-           'run_stage', 'tokenizer_stage', 'pretrain_stage', 'finetune_stage', 'agreement', 'compress_stage',
-           'export_stage', 'serve_stage', 'DecoderConfig', 'chat_tokenizer_stage', 'gpt_pretrain_stage', 'sft_stage',
-           'dpo_stage', 'chat_eval_stage', 'chat_serve_stage', 'report_rows', 'report_markdown', 'write_report',
-           'run_pipeline', 'pipeline', 'print_report', 'cli_pipeline']
+__all__ = ['SCALES', 'DECODER_SCALES', 'TRACKS', 'STAGES', 'REPORT_COLUMNS', 'PipelineConfig', 'DecoderConfig', 'recipe_corpus',
+           'local_pairs', 'check_labelled', 'Progress', 'StepProgress', 'quiet_libraries', 'StageResult', 'PipelineRun',
+           'stage', 'run_stage', 'tokenizer_stage', 'pretrain_stage', 'finetune_stage', 'agreement', 'compress_stage',
+           'export_stage', 'serve_stage', 'chat_tokenizer_stage', 'gpt_pretrain_stage', 'sft_stage', 'dpo_stage',
+           'chat_eval_stage', 'chat_serve_stage', 'report_rows', 'report_markdown', 'write_report', 'run_pipeline',
+           'pipeline', 'print_report', 'cli_pipeline']
 
 # %% ../nbs/10_pipeline.ipynb #270364a6
 @dataclass(frozen=True)
@@ -98,6 +98,78 @@ SCALES = {
         finetune_epochs=1,
         finetune_lr=1e-4,
         batch_size=64,
+        needs_gpu=True,
+    ),
+}
+
+# %% ../nbs/10_pipeline.ipynb #dc018f79
+@dataclass(frozen=True)
+class DecoderConfig:
+    """What a decoder-track run does (`DECODER_SCALES` holds the presets).
+
+    Args:
+        corpus: the pretraining corpus (a file, bundled sample or hub id); with the instructions it trains the tokenizer
+        corpus_name: the hub corpus's configuration name
+        tokenizer_kind: char or bpe
+        vocab_size: the tokenizer's largest vocabulary
+        n_layer: the GPT's blocks
+        n_head: its attention heads
+        n_embd: its width
+        block_size: its context, in tokens
+        pretrain_steps: pretraining steps
+        pretrain_lr: pretraining's peak learning rate
+        instructions: synthetic instructions written for SFT (`make_instructions`)
+        held_out: held-out instructions every exact match is measured on
+        sft_steps: SFT steps
+        sft_lr: SFT's peak learning rate
+        dpo_steps: DPO steps
+        dpo_lr: DPO's peak learning rate
+        batch_size: sequences (SFT blocks, DPO pairs x2) per batch
+        needs_gpu: refuse to start without a GPU
+    """
+
+    corpus: str = "sample:corpus"
+    corpus_name: str | None = None
+    tokenizer_kind: str = "char"
+    vocab_size: int = 300
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    block_size: int = 128
+    pretrain_steps: int = 100
+    pretrain_lr: float = 2e-3
+    instructions: int = 8000
+    held_out: int = 200
+    sft_steps: int = 650
+    sft_lr: float = 6e-3
+    dpo_steps: int = 60
+    dpo_lr: float = 1e-5
+    batch_size: int = 32
+    needs_gpu: bool = False
+
+    @property
+    def recipe(self) -> str:  # what the GPU refusal names
+        return f"a {self.n_layer}-layer GPT"
+
+
+DECODER_SCALES = {
+    "tiny": DecoderConfig(),
+    "real": DecoderConfig(
+        corpus="Salesforce/wikitext:train",
+        corpus_name="wikitext-103-raw-v1",
+        tokenizer_kind="bpe",
+        vocab_size=16_000,
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        block_size=512,
+        pretrain_steps=20_000,
+        pretrain_lr=6e-4,
+        instructions=50_000,
+        sft_steps=3000,
+        sft_lr=1e-4,
+        dpo_steps=500,
+        batch_size=32,
         needs_gpu=True,
     ),
 }
@@ -539,79 +611,7 @@ def serve_stage(run: PipelineRun) -> StageResult:
         },
     )
 
-# %% ../nbs/10_pipeline.ipynb #dt018f79
-@dataclass(frozen=True)
-class DecoderConfig:
-    """What a decoder-track run does (`DECODER_SCALES` holds the presets).
-
-    Args:
-        corpus: the pretraining corpus (a file, bundled sample or hub id); with the instructions it trains the tokenizer
-        corpus_name: the hub corpus's configuration name
-        tokenizer_kind: char or bpe
-        vocab_size: the tokenizer's largest vocabulary
-        n_layer: the GPT's blocks
-        n_head: its attention heads
-        n_embd: its width
-        block_size: its context, in tokens
-        pretrain_steps: pretraining steps
-        pretrain_lr: pretraining's peak learning rate
-        instructions: synthetic instructions written for SFT (`make_instructions`)
-        held_out: held-out instructions every exact match is measured on
-        sft_steps: SFT steps
-        sft_lr: SFT's peak learning rate
-        dpo_steps: DPO steps
-        dpo_lr: DPO's peak learning rate
-        batch_size: sequences (SFT blocks, DPO pairs x2) per batch
-        needs_gpu: refuse to start without a GPU
-    """
-
-    corpus: str = "sample:corpus"
-    corpus_name: str | None = None
-    tokenizer_kind: str = "char"
-    vocab_size: int = 300
-    n_layer: int = 2
-    n_head: int = 4
-    n_embd: int = 64
-    block_size: int = 128
-    pretrain_steps: int = 100
-    pretrain_lr: float = 2e-3
-    instructions: int = 8000
-    held_out: int = 200
-    sft_steps: int = 650
-    sft_lr: float = 6e-3
-    dpo_steps: int = 60
-    dpo_lr: float = 1e-5
-    batch_size: int = 32
-    needs_gpu: bool = False
-
-    @property
-    def recipe(self) -> str:  # what the GPU refusal names
-        return f"a {self.n_layer}-layer GPT"
-
-
-DECODER_SCALES = {
-    "tiny": DecoderConfig(),
-    "real": DecoderConfig(
-        corpus="Salesforce/wikitext:train",
-        corpus_name="wikitext-103-raw-v1",
-        tokenizer_kind="bpe",
-        vocab_size=16_000,
-        n_layer=12,
-        n_head=12,
-        n_embd=768,
-        block_size=512,
-        pretrain_steps=20_000,
-        pretrain_lr=6e-4,
-        instructions=50_000,
-        sft_steps=3000,
-        sft_lr=1e-4,
-        dpo_steps=500,
-        batch_size=32,
-        needs_gpu=True,
-    ),
-}
-
-# %% ../nbs/10_pipeline.ipynb #dt034f18
+# %% ../nbs/10_pipeline.ipynb #dt01fb0a
 @stage(
     "tokenizer",
     "train a {tokenizer_kind} tokenizer with the chat template on {corpus} and the instructions",
@@ -712,7 +712,7 @@ def sft_stage(run: PipelineRun) -> StageResult:
         metrics={"exact_match": after, "base_exact_match": before, "steps": trainer.global_step},
     )
 
-# %% ../nbs/10_pipeline.ipynb #dt05ea05
+# %% ../nbs/10_pipeline.ipynb #dt032eb5
 @stage("dpo", "preference-tune on the SFT model's own mistakes", track="decoder")
 def dpo_stage(run: PipelineRun) -> StageResult:
     "DPO on pairs of right answers and the SFT model's wrong samples; held-out preference figures and exact match."
