@@ -166,7 +166,7 @@ def test_200_streamed_requests_from_16_clients_without_an_error(server):
     assert report["ttft_p50_ms"] <= report["ttft_p99_ms"] and report["tokens_per_s"] > 0
 
 
-def test_the_chat_page_streams_a_reply_in_a_real_browser(server):
+def test_the_chat_page_streams_a_reply_in_a_real_browser(server, tmp_path):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
         pytest.skip(
@@ -189,6 +189,7 @@ def test_the_chat_page_streams_a_reply_in_a_real_browser(server):
         "--no-first-run",
     ):
         options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")  # a fresh profile, removed with tmp_path
     browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
     try:
         browser.get(server.url + "/")
