@@ -30,11 +30,11 @@ from .pretraining import LanguageModel, evaluate_language_model, load_gpt, strea
 __all__ = ['ROLES', 'CHAT_TOKENS', 'CHAT_TEMPLATE', 'END_OF_TURN', 'WORDS', 'NAMES', 'CITIES', 'TASKS', 'LORA_TARGETS',
            'add_chat_template', 'stop_ids', 'chat_tokenizer', 'chat_ids', 'encode_chat', 'check_messages', 'load_chat',
            'load_preferences', 'split_of', 'make_task', 'make_instructions', 'write_jsonl', 'pack_examples',
-           'pad_collate', 'pad_id', 'encode_all', 'TuningData', 'ChatDataModule', 'SFT', 'generate_replies',
-           'exact_match', 'sequence_logprobs', 'dpo_loss', 'encode_preference', 'preference_collate',
-           'PreferenceDataModule', 'mistake_pairs', 'DPO', 'preference_stats', 'continuation_logprob',
-           'multiple_choice', 'data_task', 'evaluate_chat', 'cli_eval', 'lm_eval_model', 'stream_reply', 'chat',
-           'cli_chat', 'cli_sft', 'cli_dpo']
+           'pad_collate', 'pad_id', 'encode_all', 'TuningData', 'ChatDataModule', 'SFT', 'load_chat_model',
+           'generate_replies', 'exact_match', 'sequence_logprobs', 'dpo_loss', 'encode_preference',
+           'preference_collate', 'PreferenceDataModule', 'mistake_pairs', 'DPO', 'preference_stats',
+           'continuation_logprob', 'multiple_choice', 'data_task', 'evaluate_chat', 'cli_eval', 'lm_eval_model',
+           'stream_reply', 'chat', 'cli_chat', 'cli_sft', 'cli_dpo']
 
 # %% ../nbs/06_assistant.ipynb #e5baf35b
 ROLES = ("system", "user", "assistant")
@@ -460,11 +460,28 @@ class SFT(LanguageModel):
         info = {**self.bundle_info(), **info}
         return save_bundle(path, self.merged_model(), tokenizer or self.tokenizer, "chat", evaluator, **info)
 
-# %% ../nbs/06_assistant.ipynb #fb0dd1ab
+# %% ../nbs/06_assistant.ipynb #36226cc0
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def load_chat_model(bundle: str, chat: bool = True, device: str | None = None) -> tuple[GPT, Any]:
+    """The `GPT` of a causal-LM or chat bundle, in eval mode on `device` (default: a GPU if there is one), and its
+    tokenizer with a chat template. With `chat`, a model that has no embeddings for its template's tokens -- a
+    pretrained model that was never tuned -- is refused: conversations would be encoded with tokens it lacks."""
+    info = read_bundle(bundle)
+    if info["task"] not in ("chat", "causal-lm"):
+        raise UsageError(f"{bundle} is a {info['task']} bundle: this takes causal-LM and chat bundles")
+    tokenizer = chat_tokenizer(bundle)
+    gpt = load_gpt(bundle).eval().to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if chat and len(tokenizer) > gpt.config.vocab_size:
+        raise UsageError(
+            f"{bundle} has no chat template (its model has {gpt.config.vocab_size} token embeddings, the template "
+            f"needs {len(tokenizer)}): tune it on conversations first with llmstart sft, which adds them"
+        )
+    return gpt, tokenizer
+
+# %% ../nbs/06_assistant.ipynb #05bdbb04
 @torch.no_grad()
 def generate_replies(
     model: GPT,
@@ -504,7 +521,7 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
         raise UsageError(f"{len(predictions)} predictions for {len(references)} references")
     return sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / len(references)
 
-# %% ../nbs/06_assistant.ipynb #c346a1b8
+# %% ../nbs/06_assistant.ipynb #aa704ed0
 def sequence_logprobs(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask=None) -> torch.Tensor:
     "Per sequence, the sum of the log-probabilities the model gives its labelled tokens (labels -100 are not counted)."
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
@@ -528,7 +545,7 @@ def dpo_loss(
     loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
     return loss, chosen_rewards.detach(), rejected_rewards.detach()
 
-# %% ../nbs/06_assistant.ipynb #e1c6c499
+# %% ../nbs/06_assistant.ipynb #25b5819c
 def encode_preference(tokenizer, row: dict) -> dict:
     "A preference row as two conversations (prompt + chosen, prompt + rejected), each labelled on its last reply only."
     pair = {}
@@ -597,7 +614,7 @@ class PreferenceDataModule(TuningData):
     def collate(self):
         return preference_collate(pad_id(self.tokenizer))
 
-# %% ../nbs/06_assistant.ipynb #be48dbef
+# %% ../nbs/06_assistant.ipynb #e311c443
 def mistake_pairs(
     model: GPT,
     tokenizer,
@@ -617,7 +634,7 @@ def mistake_pairs(
                 rows.append({"prompt": c[:-1], "chosen": c[-1]["content"], "rejected": reply})
     return rows
 
-# %% ../nbs/06_assistant.ipynb #f9d79cf4
+# %% ../nbs/06_assistant.ipynb #e176726a
 class DPO(LanguageModel):
     """Direct preference optimisation: the policy (starting as the SFT model) is trained to give the chosen replies a
     higher likelihood *relative to a frozen reference* (the same SFT model) than the rejected ones (`dpo_loss`).
@@ -677,7 +694,7 @@ class DPO(LanguageModel):
         info = {**self.bundle_info(), **info}
         return save_bundle(path, self.model, tokenizer or self.tokenizer, "chat", evaluator, **info)
 
-# %% ../nbs/06_assistant.ipynb #34091c4b
+# %% ../nbs/06_assistant.ipynb #f670fbd0
 @torch.no_grad()
 def preference_stats(model: GPT, reference: GPT, tokenizer, rows: Sequence[dict], beta: float = 0.1) -> dict:
     """On preference rows: how often `model` finds the chosen reply more likely than the rejected one, and DPO's reward
@@ -699,7 +716,7 @@ def preference_stats(model: GPT, reference: GPT, tokenizer, rows: Sequence[dict]
         "reward_margin": float((chosen - rejected).mean()),
     }
 
-# %% ../nbs/06_assistant.ipynb #c2c6d5e4
+# %% ../nbs/06_assistant.ipynb #6a0230e0
 @torch.no_grad()
 def continuation_logprob(model: GPT, tokenizer, context: str, continuation: str) -> tuple[float, bool]:
     """log p(`continuation` | `context`) summed over the continuation's tokens, and whether greedy decoding would have
@@ -738,7 +755,7 @@ def multiple_choice(model: GPT, tokenizer, rows: Sequence[dict]) -> dict:
         hits_norm += max(range(len(per_char)), key=per_char.__getitem__) == r["label"]
     return {"acc": hits / len(rows), "acc_norm": hits_norm / len(rows), "examples": len(rows)}
 
-# %% ../nbs/06_assistant.ipynb #687f72bd
+# %% ../nbs/06_assistant.ipynb #ded807ab
 def _choice_row(r: dict) -> dict:
     context = r.get("context", r.get("question", r.get("query")))
     choices, label = r.get("choices"), r.get("label", r.get("answer"))
@@ -784,13 +801,10 @@ def evaluate_chat(
     task = task or data_task(data)
     if task not in ("exact", "mc", "perplexity"):
         raise UsageError(f"--task must be exact, mc or perplexity, got {task!r}")
-    info = read_bundle(model)
-    if info["task"] not in ("chat", "causal-lm"):
-        raise UsageError(f"{model} is a {info['task']} bundle: llmstart eval evaluates causal-LM and chat bundles")
     if task == "perplexity":
+        load_chat_model(model, chat=False, device="cpu")  # a causal-LM or chat bundle, or a clear refusal
         return {**evaluate_language_model(model, data, batch_size, limit, skip_bad), "task": "perplexity"}
-    tokenizer = chat_tokenizer(model)
-    gpt = load_gpt(model).eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    gpt, tokenizer = load_chat_model(model, chat=task == "exact")
     if task == "mc":
         return {
             "task": "mc",
@@ -808,14 +822,13 @@ def cli_eval(argv: list[str] | None = None) -> int:
     print(json.dumps(evaluate_chat(**args)))
     return 0
 
-# %% ../nbs/06_assistant.ipynb #65b4da1c
+# %% ../nbs/06_assistant.ipynb #17cc15a9
 def lm_eval_model(bundle: str, max_new_tokens: int = 128):
     """An lm-evaluation-harness model (`lm_eval.api.model.LM`) for a causal-LM or chat bundle, so that `lm_eval`'s tasks
     evaluate it: `loglikelihood` is `continuation_logprob`, `generate_until` greedy decoding cut at the task's stops."""
     from lm_eval.api.model import LM
 
-    tokenizer = chat_tokenizer(bundle)
-    gpt = load_gpt(bundle).eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    gpt, tokenizer = load_chat_model(bundle, chat=False)
 
     class LlmstartLM(LM):
         def loglikelihood(self, requests):
@@ -850,7 +863,7 @@ def lm_eval_model(bundle: str, max_new_tokens: int = 128):
 
     return LlmstartLM()
 
-# %% ../nbs/06_assistant.ipynb #2df089fd
+# %% ../nbs/06_assistant.ipynb #251ef809
 def stream_reply(
     model: GPT,
     tokenizer,
@@ -888,11 +901,7 @@ def chat(
         top_p: sample only among the most likely tokens whose probabilities reach p
         seed: the sampling's random seed
     """
-    info = read_bundle(model)
-    if info["task"] not in ("chat", "causal-lm"):
-        raise UsageError(f"{model} is a {info['task']} bundle: llmstart chat talks to chat bundles (llmstart sft)")
-    tokenizer = chat_tokenizer(model)
-    gpt = load_gpt(model).eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    gpt, tokenizer = load_chat_model(model)
     opening = [{"role": "system", "content": system}] if system else []
     history = list(opening)
     print(f"Chatting with {Path(model).name}: /reset starts over, /exit ends.", flush=True)
@@ -933,7 +942,7 @@ def cli_chat(argv: list[str] | None = None) -> int:
     chat(**parse_command(chat, argv, "llmstart chat", "Talk to a chat bundle in the terminal."))
     return 0
 
-# %% ../nbs/06_assistant.ipynb #8f8e8cf4
+# %% ../nbs/06_assistant.ipynb #3cb3749c
 def _bundle_option(argv: list[str]) -> list[str]:
     "`--model X` (the contract's short form) as `--model.pretrained X`, unless X is a YAML config of the model."
     out = list(argv)

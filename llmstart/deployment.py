@@ -791,8 +791,7 @@ class ChatEngine:
 
     def __init__(self, bundle: str, slots: int = 1, max_tokens: int = 512, queue_timeout: float = 60):
         from concurrent.futures import ThreadPoolExecutor
-        from llmstart.alignment import chat_tokenizer
-        from llmstart.pretraining import load_gpt
+        from llmstart.alignment import load_chat_model
 
         if slots < 1 or max_tokens < 1:
             raise UsageError(f"--slots and --max_tokens must be 1 or more, got {slots} and {max_tokens}")
@@ -802,8 +801,7 @@ class ChatEngine:
             max_tokens,
             queue_timeout,
         )
-        self.tokenizer = chat_tokenizer(bundle)
-        self.model = load_gpt(bundle).eval().to("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.tokenizer = load_chat_model(bundle)
         self.context = self.model.config.block_size
         self.pool = ThreadPoolExecutor(slots, thread_name_prefix="llmstart-chat")
         self.free = None  # an asyncio.Semaphore, made in the server's event loop

@@ -301,3 +301,20 @@ def test_sft_refuses_an_output_folder_that_holds_a_users_files(work, tmp_path):
     )
     assert r.returncode == 1 and "did not write" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
     assert (mine / "notes.txt").read_text() == "my work" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_a_model_without_the_chat_template_is_refused_for_chats(work, tmp_path):
+    tok = train_tokenizer(work["texts"], "char", vocab_size=300)  # no chat template: a plain pretrained model
+    CausalLM(tok, n_layer=1, n_head=2, n_embd=32, block_size=128).save_bundle(tmp_path / "plain")
+    d = work["dir"]
+    for command in (["eval", "--data", str(d / "test.jsonl")], ["chat"]):
+        r = cli(command[0], "--model", str(tmp_path / "plain"), *command[1:])
+        assert r.returncode == 1 and "has no chat template" in r.stderr and "llmstart sft" in r.stderr, r.stderr[-800:]
+    # plain text still works: perplexity
+    (tmp_path / "text.txt").write_text("\n".join(work["texts"][:20]))
+    assert (
+        json.loads(cli("eval", "--model", str(tmp_path / "plain"), "--data", str(tmp_path / "text.txt")).stdout)[
+            "perplexity"
+        ]
+        > 1
+    )
