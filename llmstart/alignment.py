@@ -802,7 +802,9 @@ def evaluate_chat(
     if task not in ("exact", "mc", "perplexity"):
         raise UsageError(f"--task must be exact, mc or perplexity, got {task!r}")
     if task == "perplexity":
-        load_chat_model(model, chat=False, device="cpu")  # a causal-LM or chat bundle, or a clear refusal
+        kind = read_bundle(model)["task"]  # the model itself is loaded once, by evaluate_language_model
+        if kind not in ("chat", "causal-lm"):
+            raise UsageError(f"{model} is a {kind} bundle: llmstart eval takes causal-LM and chat bundles")
         return {**evaluate_language_model(model, data, batch_size, limit, skip_bad), "task": "perplexity"}
     gpt, tokenizer = load_chat_model(model, chat=task == "exact")
     if task == "mc":

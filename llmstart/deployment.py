@@ -844,7 +844,7 @@ class ChatEngine:
 @patch_method(ChatEngine)
 async def start(self, req: ChatRequest):
     """Start generating the reply to `req` once a slot is free (a 503 after `queue_timeout`): returns an async iterator
-    of `(text, None, tokens so far)` pieces, the last `(text, finish_reason, tokens)`. Leaving it early -- a stop string, or the client gone --
+    of `(text, None, tokens so far)` pieces, the last `(text, finish_reason, tokens)`, with the prompt's ids. Leaving it early -- a stop string, or the client gone --
     frees the slot at the next token."""
     import threading
     from llmstart.pretraining import stream_text
@@ -890,7 +890,7 @@ async def start(self, req: ChatRequest):
 
     self.active += 1
     self.pool.submit(produce)
-    return self._pieces(queue, cancel, req.stops(), budget, produced)
+    return ids, self._pieces(queue, cancel, req.stops(), budget, produced)
 
 
 @patch_method(ChatEngine)
@@ -937,16 +937,15 @@ async def chat_completion(engine: ChatEngine, req: ChatRequest):
     "The answer to a chat completion request: one JSON object, or (`stream`) server-sent events of chunks, then [DONE]."
     from fastapi.responses import JSONResponse, StreamingResponse
 
-    prompt, _ = engine.prepare(req)  # checked before a 200 (and a stream) starts
+    prompt, pieces = await engine.start(req)  # checked, and a slot taken (or a 4xx / 503) before a stream starts
     head = {"id": _completion_id(), "created": int(time.time()), "model": engine.name}
     if not req.stream:
         text, finish, n = "", None, 0
-        async for piece, finish, n in await engine.start(req):
+        async for piece, finish, n in pieces:
             text += piece
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
         body = head | {"object": "chat.completion", "choices": [choice], "usage": _usage(prompt, n)}
         return JSONResponse(body)
-    first = await engine.start(req)  # a slot, or a 503 before the stream starts
     include_usage = bool((req.stream_options or {}).get("include_usage"))
 
     def event(delta: dict, finish=None, **more) -> str:
@@ -956,7 +955,7 @@ async def chat_completion(engine: ChatEngine, req: ChatRequest):
     async def events():
         n = 0
         yield event({"role": "assistant", "content": ""})
-        async for piece, finish, n in first:
+        async for piece, finish, n in pieces:
             if piece:
                 yield event({"content": piece})
             if finish:
