@@ -6,23 +6,28 @@
 __all__ = ['ONNX_INPUTS', 'BACKENDS', 'MAX_INPUTS_HARD', 'CHAT_PAGE', 'export_onnx', 'cli_export', 'TorchBackend', 'OnnxBackend',
            'load_backend', 'Example', 'PredictRequest', 'ClassifierAPI', 'make_server', 'serve', 'cli_serve', 'Client',
            'request_body', 'load_test', 'free_port', 'port_in_use', 'ServerProcess', 'ChatMessage', 'ChatRequest',
-           'APIError', 'ChatEngine', 'chat_completion', 'make_chat_app', 'load_chat_test']
+           'APIError', 'ChatEngine', 'chat_completion', 'make_chat_app', 'load_chat_test', 'SlotCache', 'Job',
+           'QueueTimeout', 'BatchEngine', 'replay', 'mixed_requests']
 
 # %% ../nbs/08_deployment.ipynb #016138fd
 import asyncio
 import hmac
 import json
 import os
+import queue
 import signal
 import socket
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +39,7 @@ from .core import UsageError, patch_method, output_folder, parse_command
 from .data import data_options, labelled_examples
 from .finetuning import load_classifier
 from .bundle import copy_bundle, read_bundle
+from .transformer import GPT, GPTConfig, _check_generation, sample_next_token
 
 # ---- export
 
@@ -499,11 +505,12 @@ def serve(
     long_text: str = "reject",
     max_body_bytes: int = 512_000,
     workers: int = 1,
-    slots: int = 1,
+    slots: int = 16,
     max_tokens: int = 512,
     queue_timeout: float = 60,
 ):
-    """Serve a bundle over HTTP until interrupted (Ctrl-C): a classifier (`/predict`, LitServe) or a chat model
+    """Serve a bundle over HTTP until stopped -- Ctrl-C, SIGINT or SIGTERM (what `docker stop`, systemd and Kubernetes
+    send) end it cleanly, every worker with it, exit code 0: a classifier (`/predict`, LitServe) or a chat model
     (OpenAI's `/v1/chat/completions` and a chat page, `make_chat_app`).
 
     Args:
@@ -519,17 +526,14 @@ def serve(
         long_text: reject (413) or truncate texts longer than max_text_chars
         max_body_bytes: the largest request body accepted, in bytes (larger: 413)
         workers: inference worker processes (classifiers)
-        slots: chat: replies generated at once (1: on a CPU one already uses every core)
+        slots: chat: replies decoded together at most (continuous batching)
         max_tokens: chat: the longest reply a request may ask for, in tokens
         queue_timeout: chat: seconds a request waits for a free slot before a 503
     """
     api_key = api_key or os.environ.get("LLMSTART_API_KEY") or None
     if read_bundle(model)["task"] in ("chat", "causal-lm"):
-        import uvicorn
-
-        app = make_chat_app(model, api_key, slots, max_tokens, max_body_bytes, queue_timeout)
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
-        return
+        app = make_chat_app(model, api_key, slots, max_tokens, max_body_bytes, queue_timeout, engine_thread=False)
+        return _serve_chat(app, host, port)
     server = make_server(
         model,
         backend,
@@ -542,7 +546,50 @@ def serve(
         max_body_bytes,
         workers,
     )
+    # SIGTERM as well as SIGINT -- taken back from a shell that started us in the background, which hands it down
+    # ignored -- first drain the HTTP servers, then stop the rest (LitServe does on KeyboardInterrupt)
+    signal.signal(signal.SIGINT, _drain_then_stop)
+    signal.signal(signal.SIGTERM, _drain_then_stop)
     server.run(host=host, port=port, generate_client_file=False)
+
+# %% ../nbs/08_deployment.ipynb #9ac2a916
+def _serve_chat(app, host: str, port: int, grace: float = 10):
+    """Run the chat app: the engine's loop in this (the main) thread, uvicorn in a second one. SIGTERM or SIGINT stops
+    uvicorn taking connections; the replies in flight finish (for up to `grace` seconds), then the engine stops."""
+    import uvicorn
+
+    http = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
+    )
+    engine = app.state.engine.engine
+
+    def stop(signum, frame):
+        http.should_exit = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    thread = threading.Thread(target=http.run, name="llmstart-http")
+    thread.start()
+    engine.loop(until=lambda: not thread.is_alive())  # decode while the HTTP server runs, and while it drains
+    thread.join()
+    engine.close(wait=False)
+    if not http.started:
+        raise UsageError(f"the server could not start on {host}:{port} (is the port in use? try --port)")
+
+
+def _drain_then_stop(signum, frame, grace: float = 10):
+    """The classifier server's SIGTERM / SIGINT handler. LitServe's own shutdown (on KeyboardInterrupt) closes the
+    queues to its inference workers first, cutting off the requests in flight. So first SIGTERM its HTTP server
+    processes: each stops taking connections and finishes its requests (uvicorn does) while the workers still answer;
+    then hand over to LitServe."""
+    import multiprocessing
+
+    http = [p for p in multiprocessing.active_children() if p.name.startswith("LitServer-")]
+    for p in http:
+        os.kill(p.pid, signal.SIGTERM)
+    for p in http:
+        p.join(grace)
+    raise KeyboardInterrupt
 
 # %% ../nbs/08_deployment.ipynb #6291327d
 def cli_serve(argv: list[str] | None = None) -> int:
@@ -650,15 +697,7 @@ class ServerProcess:
             args += [f"--{k.replace('_', '-')}", str(v)]
         self._logs = Path(tempfile.mkdtemp(prefix="llmstart-serve-"))  # removed by stop()
         self.log = self._logs / f"serve-{self.port}.log"
-        # the server must obey Ctrl-C even when this process ignores it (a job started with & in a script does: the
-        # child would inherit that, and stop() would have to wait, then kill it)
-        self.proc = subprocess.Popen(
-            args,
-            stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+        self.proc = subprocess.Popen(args, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + startup_timeout
         import httpx
 
@@ -776,36 +815,38 @@ def _validation_error(e) -> APIError:
     return APIError(400, f"{param}: {err['msg']}", param, "invalid_value")
 
 # %% ../nbs/08_deployment.ipynb #ch070b10
-_END = object()
-
-
 class ChatEngine:
-    """Generation for the chat server: the model, its tokenizer and chat template, and `slots` concurrent generations.
+    """Generation for the chat server: the model, its tokenizer and chat template, and a `BatchEngine` that decodes
+    every reply in flight as one batch (continuous batching, below).
 
     Args:
         bundle: the chat bundle
-        slots: generations running at once (each a thread with its own KV cache)
+        slots: replies decoded together at most; more requests wait for a slot
         max_tokens: the longest reply a request may ask for
-        queue_timeout: seconds a request waits for a free slot before a 503
+        queue_timeout: seconds a request waits for a slot before a 503
+        prefill_chunk: prompt tokens read per step at most, between the decoding steps of the others
     """
 
-    def __init__(self, bundle: str, slots: int = 1, max_tokens: int = 512, queue_timeout: float = 60):
-        from concurrent.futures import ThreadPoolExecutor
-        from llmstart.alignment import load_chat_model
+    def __init__(
+        self, bundle: str, slots: int = 16, max_tokens: int = 512, queue_timeout: float = 60, prefill_chunk: int = 128
+    ):
+        from llmstart.alignment import load_chat_model, stop_ids
 
         if slots < 1 or max_tokens < 1:
             raise UsageError(f"--slots and --max_tokens must be 1 or more, got {slots} and {max_tokens}")
-        self.name, self.slots, self.max_tokens, self.queue_timeout = (
-            Path(bundle).resolve().name,
-            slots,
-            max_tokens,
-            queue_timeout,
-        )
+        self.name, self.max_tokens, self.queue_timeout = Path(bundle).resolve().name, max_tokens, queue_timeout
         self.model, self.tokenizer = load_chat_model(bundle)
-        self.context = self.model.config.block_size
-        self.pool = ThreadPoolExecutor(slots, thread_name_prefix="llmstart-chat")
-        self.free = None  # an asyncio.Semaphore, made in the server's event loop
-        self.active = 0
+        self.context, self.stops = self.model.config.block_size, stop_ids(self.tokenizer)
+        self.engine = BatchEngine(self.model, slots, prefill_chunk)
+
+    @property
+    def slots(self) -> int:
+        return self.engine.slots
+
+    @property
+    def active(self) -> int:
+        "Replies being decoded now."
+        return self.engine.active
 
     def prepare(self, req: ChatRequest) -> tuple[list[int], int]:
         "The prompt's token ids and the reply's token budget, or a 400 that says what does not fit."
@@ -843,84 +884,63 @@ class ChatEngine:
 # %% ../nbs/08_deployment.ipynb #ch087b6c
 @patch_method(ChatEngine)
 async def start(self, req: ChatRequest):
-    """Start generating the reply to `req` once a slot is free (a 503 after `queue_timeout`): returns an async iterator
-    of `(text, None, tokens so far)` pieces, the last `(text, finish_reason, tokens)`, with the prompt's ids. Leaving it early -- a stop string, or the client gone --
-    frees the slot at the next token."""
-    import threading
-    from llmstart.pretraining import stream_text
-    from llmstart.alignment import stop_ids
-
+    """Submit the reply to `req` to the engine and wait for its first token (a 503 if no slot frees within
+    `queue_timeout`, or while the server shuts down): returns the prompt's ids and an async iterator of `(text, None,
+    tokens so far)` pieces, the last `(text, finish_reason, tokens)`. Leaving it early -- a stop string, or the client
+    gone -- takes the reply out of the batch at the next step."""
     ids, budget = self.prepare(req)
-    if self.free is None:
-        self.free = asyncio.Semaphore(self.slots)
-    try:
-        await asyncio.wait_for(self.free.acquire(), self.queue_timeout)
-    except asyncio.TimeoutError:
-        raise APIError(503, f"all {self.slots} generation slots stayed busy for {self.queue_timeout} s: retry later")
-    loop, queue, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+    loop, tokens = asyncio.get_running_loop(), asyncio.Queue()
     seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
-    top_p = req.top_p if req.top_p < 1 else None
-    stops = stop_ids(self.tokenizer)
-    produced = []  # the generated token ids: usage and finish_reason count them, not the text
-    pieces = stream_text(
-        self.model,
-        self.tokenizer,
-        ids,
-        budget,
-        req.temperature,
-        None,
-        top_p,
-        seed,
-        eos_token_id=stops,
-        on_token=produced.append,
-    )
-
-    def produce():
-        try:
-            for piece in pieces:
-                if cancel.is_set():
-                    break
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
-            loop.call_soon_threadsafe(queue.put_nowait, _END)
-        except Exception as e:  # reported to the request, not lost in the thread
-            loop.call_soon_threadsafe(queue.put_nowait, e)
-        finally:
-            pieces.close()
-            loop.call_soon_threadsafe(self._release)
-
-    self.active += 1
-    self.pool.submit(produce)
-    return ids, self._pieces(queue, cancel, req.stops(), budget, produced)
+    try:
+        job = self.engine.submit(
+            ids,
+            budget,
+            temperature=req.temperature,
+            top_p=req.top_p if req.top_p < 1 else None,
+            seed=seed,
+            stop=self.stops,
+            emit=lambda item: loop.call_soon_threadsafe(tokens.put_nowait, item),
+            deadline=time.monotonic() + self.queue_timeout,
+        )
+    except UsageError as e:  # shutting down
+        raise APIError(503, f"{e}: retry later") from None
+    try:
+        first = await tokens.get()
+    except BaseException:  # the client left while waiting
+        job.cancel()
+        raise
+    if isinstance(first, QueueTimeout):
+        raise APIError(503, f"all {self.slots} slots stayed busy for {self.queue_timeout} s: retry later")
+    if isinstance(first, BaseException):
+        raise first
+    return ids, self._pieces(job, first, tokens, req.stops())
 
 
 @patch_method(ChatEngine)
-async def _pieces(self, queue, cancel, stops: list[str], budget: int, produced: list[int]):
-    text, sent = "", 0
+async def _pieces(self, job, item, tokens: asyncio.Queue, stops: list[str]):
+    from llmstart.pretraining import TextStream
+
+    words, text, sent, n = TextStream(self.tokenizer, job.prompt), "", 0, 0
     hold = max((len(s) for s in stops), default=1) - 1  # text that may be the start of a stop string waits
     try:
         while True:
-            item = await queue.get()
-            if isinstance(item, Exception):
+            if isinstance(item, BaseException):
                 raise item
-            if item is _END:
-                yield text[sent:], "length" if len(produced) >= budget else "stop", len(produced)
+            if item is _DONE:
+                yield text[sent:], "length" if job.finish_reason == "length" else "stop", n
                 return
-            text += item
+            if item not in self.stops:  # the end token ends the reply; it is not part of it
+                text, n = text + words.add(item), n + 1
             hit = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
             if hit >= 0:
-                yield text[sent:hit], "stop", len(produced)
+                yield text[sent:hit], "stop", n
                 return
             if len(text) - hold > sent:
-                yield text[sent : len(text) - hold], None, len(produced)
+                yield text[sent : len(text) - hold], None, n
                 sent = len(text) - hold
+            item = await tokens.get()
     finally:
-        cancel.set()  # a stop string, an error, or a client gone: the thread ends at its next token
-
-
-@patch_method(ChatEngine)
-def _release(self):
-    self.active -= 1
-    self.free.release()
+        job.cancel()  # a stop string, an error, or the client gone: out of the batch at the next step (no-op if ended)
 
 # %% ../nbs/08_deployment.ipynb #ch090de8
 def _completion_id() -> str:
@@ -971,14 +991,17 @@ async def chat_completion(engine: ChatEngine, req: ChatRequest):
 def make_chat_app(
     model: str,
     api_key: str | None = None,
-    slots: int = 1,
+    slots: int = 16,
     max_tokens: int = 512,
     max_body_bytes: int = 512_000,
     queue_timeout: float = 60,
+    engine_thread: bool = True,
 ):
     """A FastAPI app serving a chat bundle: OpenAI's `POST /v1/chat/completions` (whole or streamed), `GET /v1/models`,
-    `/health`, `/info` (slots busy) and a chat page at `/`. With `api_key`, every route but `/health` and the page needs
-    it (`Authorization: Bearer KEY`, or `X-API-Key`)."""
+    `/health`, `/info` (replies in flight) and a chat page at `/`. With `api_key`, every route but `/health` and the
+    page needs it (`Authorization: Bearer KEY`, or `X-API-Key`). The engine's loop runs in a background thread while
+    the app runs (`engine_thread`), or wherever the caller runs `app.state.engine.engine.loop()` (`serve` does, in the
+    main thread)."""
     import llmstart
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse
@@ -988,7 +1011,16 @@ def make_chat_app(
     if info["task"] not in ("chat", "causal-lm"):
         raise UsageError(f"{model} is a {info['task']} bundle; the chat server serves chat bundles (llmstart sft)")
     engine = ChatEngine(model, slots, max_tokens, queue_timeout)
-    app = FastAPI(title="llmstart chat server", version=llmstart.__version__)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if engine_thread:
+            engine.engine.start()
+        yield
+        if engine_thread:
+            engine.engine.close(wait=False)
+
+    app = FastAPI(title="llmstart chat server", version=llmstart.__version__, lifespan=lifespan)
     app.state.engine = engine
     schema = {"content": {"application/json": {"schema": ChatRequest.model_json_schema()}}, "required": True}
 
@@ -1039,6 +1071,7 @@ def make_chat_app(
             "context": engine.context,
             "slots": engine.slots,
             "active": engine.active,
+            "waiting": len(engine.engine.waiting),
             "max_tokens": engine.max_tokens,
             "llmstart_version": llmstart.__version__,
         }
@@ -1178,3 +1211,343 @@ def load_chat_test(
         "tokens_per_s": round(tokens / seconds, 1),
         "seconds": round(seconds, 2),
     }
+
+# %% ../nbs/08_deployment.ipynb #76a907ff
+class SlotCache:
+    """The KV cache of continuous batching: up to `slots` sequences, each at its own length, in tensors allocated once.
+    The sequences sit in rows 0, 1, ... without gaps; `use(start, stop)` picks the rows the next forward pass reads
+    (a view, never a copy), then the model calls `begin`, `update` and `end` as it does with chapter 3's `KVCache`."""
+
+    def __init__(self, config: GPTConfig, slots: int, max_len: int | None = None, device=None, dtype=torch.float32):
+        self.max_len = max_len or config.block_size
+        shape = (config.n_layer, slots, config.n_kv_head, self.max_len, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # positions filled, per row
+        self.rows, self.attn_mask, self._pos = slice(0, 0), None, None
+
+    def use(self, start: int, stop: int):
+        "The rows `start:stop` are the next forward pass's batch, in order."
+        self.rows = slice(start, stop)
+
+    def begin(self, T: int, device=None) -> torch.Tensor:
+        "`(B, T)` positions, each row continuing its own sequence, and the mask of the keys each query may see."
+        self._pos = self.lengths[self.rows, None] + torch.arange(T, device=self.lengths.device)  # (B, T)
+        keys = torch.arange(int(self._pos.max()) + 1, device=self.lengths.device)
+        self.attn_mask = (keys[None, None, :] <= self._pos[:, :, None])[:, None]  # (B, 1, T, S): j <= own position
+        return self._pos
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "Write the `(B, H_kv, T, d)` keys and values at each row's positions; return the rows' first S positions."
+        B, S = k.shape[0], self.attn_mask.shape[-1]
+        at = (torch.arange(self.rows.start, self.rows.start + B, device=k.device)[:, None], slice(None), self._pos)
+        self.k[layer][at] = k.transpose(1, 2)  # (B, T, H_kv, d) lands in row b at positions _pos[b]
+        self.v[layer][at] = v.transpose(1, 2)
+        return self.k[layer, self.rows, :, :S], self.v[layer, self.rows, :, :S]  # views
+
+    def end(self, T: int):
+        self.lengths[self.rows] += T
+
+    def crop(self, length: int):
+        self.lengths[self.rows] = self.lengths[self.rows].clamp(max=length)
+
+    def remove(self, row: int, used: int):
+        "Drop row `row` of the `used` rows in use: the rows after it move up one, their keys and values with them."
+        S = int(self.lengths[:used].max())
+        if row + 1 < used:
+            self.k[:, row : used - 1, :, :S] = self.k[:, row + 1 : used, :, :S].clone()
+            self.v[:, row : used - 1, :, :S] = self.v[:, row + 1 : used, :, :S].clone()
+            self.lengths[row : used - 1] = self.lengths[row + 1 : used].clone()
+        self.lengths[used - 1] = 0
+
+# %% ../nbs/08_deployment.ipynb #306ddac0
+_DONE = None  # what `emit` receives after a job's last token
+
+
+@dataclass(eq=False)
+class Job:
+    "One request in a `BatchEngine`: its prompt, budget and sampling settings, and what it has produced."
+
+    prompt: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: Sequence[int] = ()
+    emit: Callable | None = None  # called with each token id, then `None` (or the exception that ended the job)
+    deadline: float | None = None  # (time.monotonic) a job still waiting then is refused with QueueTimeout
+    tokens: list = field(default_factory=list)
+    finish_reason: str | None = None  # "stop", "length", "cancelled"
+    submitted: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    read: int = 0  # prompt tokens in the cache
+    cancelled: bool = False
+
+    def __post_init__(self):
+        self.generator = torch.Generator().manual_seed(self.seed or 0) if self.temperature > 0 else None
+        if self.emit is None:
+            self._queue = queue.SimpleQueue()
+            self.emit = self._queue.put
+
+    def cancel(self):
+        "Leave the batch at the next step (a client gone): the slot goes to the next request."
+        self.cancelled = True
+
+    def __iter__(self):
+        "The token ids as the engine samples them (for a job made without `emit`)."
+        while (item := self._queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def result(self) -> list[int]:
+        "Wait for the job to end; its token ids."
+        for _ in self:
+            pass
+        return self.tokens
+
+
+class QueueTimeout(Exception):
+    "A request waited longer than its deadline for a slot."
+
+# %% ../nbs/08_deployment.ipynb #50edec7a
+class BatchEngine:
+    """Generation for many requests at once, with continuous batching (`policy="continuous"`) or, to compare, static
+    batching (`"static"`).
+
+    Args:
+        model: the `GPT`
+        slots: requests decoded together at most (the cache holds this many sequences)
+        prefill_chunk: prompt tokens read per step at most, so that a long prompt does not stall the others
+        policy: "continuous": a request joins and leaves the batch between steps; "static": a batch runs until its
+            last request ends, and only then do waiting requests start
+    """
+
+    def __init__(self, model: GPT, slots: int = 16, prefill_chunk: int = 128, policy: str = "continuous"):
+        if policy not in ("continuous", "static"):
+            raise UsageError(f"policy must be 'continuous' or 'static', got {policy!r}")
+        if slots < 1 or prefill_chunk < 1:
+            raise UsageError(f"slots and prefill_chunk must be 1 or more, got {slots} and {prefill_chunk}")
+        self.model, self.slots, self.prefill_chunk, self.policy = model.eval(), slots, prefill_chunk, policy
+        weight = model.get_input_embeddings().weight
+        self.device = weight.device
+        self.cache = SlotCache(model.config, slots, None, weight.device, weight.dtype)
+        self.waiting, self.running = [], []  # running[i] lives in the cache's row i
+        self.lock = threading.Condition()
+        self.steps, self.trace = 0, []  # trace: (rows decoded, rows with a token for a client) per step
+        self._thread, self._draining, self._closed = None, False, False
+
+    def submit(self, prompt: Sequence[int], max_new_tokens: int, **options) -> Job:
+        "Queue a request (`options`: `Job`'s sampling settings, `stop`, `emit`, `deadline`); returns its `Job`."
+        _check_generation(
+            self.model.config,
+            len(prompt),
+            max_new_tokens,
+            options.get("temperature", 0.0),
+            options.get("top_k"),
+            options.get("top_p"),
+        )
+        job = Job(list(prompt), max_new_tokens, **options)
+        with self.lock:
+            if self._draining:
+                raise UsageError("the engine is shutting down: it takes no new requests")
+            self.waiting.append(job)
+            self.lock.notify()
+        return job
+
+    @property
+    def active(self) -> int:
+        "Requests in the batch now."
+        return len(self.running)
+
+# %% ../nbs/08_deployment.ipynb #6b10848d
+@patch_method(BatchEngine)
+def _admit(self):
+    if self.policy == "static" and self.running:
+        return
+    with self.lock:
+        now = time.monotonic()
+        for job in [j for j in self.waiting if j.cancelled or (j.deadline is not None and now > j.deadline)]:
+            self.waiting.remove(job)
+            job.finish_reason = "cancelled"
+            job.emit(_DONE if job.cancelled else QueueTimeout("no slot was free in time"))
+        while len(self.running) < self.slots and self.waiting:
+            self.running.append(self.waiting.pop(0))
+
+
+@patch_method(BatchEngine)
+def _sample(self, jobs: list[Job], logits: torch.Tensor) -> list[Job]:
+    "Each job's next token from its row of the `(B, vocab)` logits, sampled its own way; returns the jobs that end."
+    nxt = logits.argmax(-1).tolist()  # greedy rows, all at once
+    for i, job in enumerate(jobs):
+        if job.temperature > 0 and job.finish_reason is None:
+            nxt[i] = int(sample_next_token(logits[i : i + 1], job.temperature, job.top_k, job.top_p, job.generator))
+    ended, now = [], time.perf_counter()
+    for job, token in zip(jobs, nxt):
+        if job.finish_reason is not None:  # static batching: an ended row computes on until the batch ends
+            continue
+        job.first_token_at = job.first_token_at or now
+        job.tokens.append(token)
+        job.emit(token)
+        if token in job.stop or len(job.tokens) >= job.max_new_tokens:
+            job.finish_reason = "stop" if token in job.stop else "length"
+            job.emit(_DONE)
+            ended.append(job)
+    return ended
+
+
+@patch_method(BatchEngine)
+def _remove(self, jobs: list[Job], now: bool = False):
+    "Take `jobs` out of the batch, from the last row up (a static batch keeps them until all of its jobs have ended)."
+    if self.policy == "static" and not now:
+        jobs = list(self.running) if all(j.finish_reason for j in self.running) else []
+    for row in sorted((self.running.index(j) for j in jobs), reverse=True):
+        self.running.pop(row)
+        self.cache.remove(row, len(self.running) + 1)
+
+
+@patch_method(BatchEngine)
+@torch.no_grad()
+def step(self) -> bool:
+    "One iteration: admit, prefill up to `prefill_chunk` prompt tokens, decode one token for every job whose prompt is read."
+    cancelled = [j for j in self.running if j.cancelled and j.finish_reason is None]
+    for job in cancelled:
+        job.finish_reason = "cancelled"
+        job.emit(_DONE)
+    self._remove(cancelled, now=True)
+    self._admit()
+    budget, ended = self.prefill_chunk, []
+    for row, job in enumerate(self.running):  # prefill in row order, so the jobs whose prompts are read are rows 0..n-1
+        if job.read == len(job.prompt):
+            continue
+        if budget == 0:
+            break
+        chunk = job.prompt[job.read : job.read + budget]
+        self.cache.use(row, row + 1)
+        logits = self.model(torch.tensor([chunk], device=self.device), cache=self.cache, logits_to_keep=1).logits
+        job.read, budget = job.read + len(chunk), budget - len(chunk)
+        if job.read == len(job.prompt):  # the prompt's last logits give the first token
+            ended += self._sample([job], logits[:, -1])
+    self._remove(ended)
+    if self.policy == "static":  # an ended row whose cache is full stops padding the batch
+        full = [
+            j for i, j in enumerate(self.running) if j.finish_reason and self.cache.lengths[i] >= self.cache.max_len
+        ]
+        self._remove(full, now=True)
+    n = 0
+    while n < len(self.running) and self.running[n].read == len(self.running[n].prompt):
+        n += 1
+    if n:
+        self.cache.use(0, n)
+        last = torch.tensor([[j.tokens[-1]] for j in self.running[:n]], device=self.device)
+        logits = self.model(last, cache=self.cache, logits_to_keep=1).logits[:, -1]
+        self.trace.append((n, sum(j.finish_reason is None for j in self.running[:n])))
+        self._remove(self._sample(self.running[:n], logits))
+    self.steps += 1
+    return bool(self.waiting or self.running)
+
+# %% ../nbs/08_deployment.ipynb #4d60e4bb
+@patch_method(BatchEngine)
+def run(self):
+    "Step until every submitted request has ended, in this thread."
+    while self.step():
+        pass
+
+
+@patch_method(BatchEngine)
+def loop(self, until: Callable[[], bool] = lambda: False, poll: float = 0.1):
+    """Step while there is work, and sleep while there is none, until `close` (or `until()` returns True). On a CPU
+    run this in the thread that has run the process's other PyTorch work (a server's main thread): OpenMP's worker
+    threads belong to the thread that started them, and small operations from a second thread ran 2-3x slower here."""
+    while not until():
+        with self.lock:
+            if self._closed:
+                break
+            if not (self.waiting or self.running):
+                self.lock.wait(poll)
+                continue
+        try:
+            self.step()
+        except Exception as e:  # every request in flight hears of it; the engine goes on
+            for job in self.running + self.waiting:
+                job.emit(e)
+            self.running, self.waiting = [], []
+            self.cache.lengths.zero_()
+
+
+@patch_method(BatchEngine)
+def start(self) -> BatchEngine:
+    "Run `loop` in a background thread."
+    self._thread = threading.Thread(target=self.loop, name="llmstart-engine", daemon=True)
+    self._thread.start()
+    return self
+
+
+@patch_method(BatchEngine)
+def close(self, wait: bool = True):
+    "Take no new requests; cancel the waiting ones; with `wait`, let the running ones finish, then stop the loop."
+    with self.lock:
+        self._draining = True
+        for job in self.waiting:
+            job.cancel()
+        self.lock.notify()
+    if wait:
+        while self.running or self.waiting:
+            if self._thread is None:
+                self.step()
+            else:
+                time.sleep(0.01)
+    with self.lock:
+        self._closed = True
+        self.lock.notify()
+    if self._thread is not None:
+        self._thread.join()
+
+# %% ../nbs/08_deployment.ipynb #14168f1c
+def replay(engine: BatchEngine, requests: Sequence[tuple[list[int], int]], streams: int = 16) -> dict:
+    """Play `streams` closed-loop clients against `engine` in this thread: each sends its next `(prompt ids,
+    max_new_tokens)` from `requests` when its previous reply has ended. Returns tokens/s, time to first token p50 / p99
+    (ms), steps, and the jobs (in the order of `requests`)."""
+    todo, jobs, live = list(requests), [], []
+    t0 = time.perf_counter()
+
+    def send():
+        prompt, n = todo.pop(0)
+        jobs.append(engine.submit(prompt, n))
+        live.append(jobs[-1])
+
+    for _ in range(min(streams, len(todo))):
+        send()
+    while engine.step() or todo:
+        for job in [j for j in live if j.finish_reason]:
+            live.remove(job)
+            if todo:
+                send()
+    seconds = time.perf_counter() - t0
+    ttft = [1e3 * (j.first_token_at - j.submitted) for j in jobs]
+    tokens = sum(len(j.tokens) for j in jobs)
+    p50, p99 = np.percentile(ttft, [50, 99])
+    return {
+        "tokens_per_s": tokens / seconds,
+        "ttft_p50_ms": p50,
+        "ttft_p99_ms": p99,
+        "steps": engine.steps,
+        "seconds": seconds,
+        "jobs": jobs,
+    }
+
+# %% ../nbs/08_deployment.ipynb #adeeeb5a
+def mixed_requests(
+    n: int, vocab_size: int, prompt=(16, 128), new=(16, 256), seed: int = 0
+) -> list[tuple[list[int], int]]:
+    """`n` requests of random token ids: prompt lengths uniform in `prompt`, reply lengths log-uniform in `new` (as many
+    from 16 to 64 as from 64 to 256)."""
+    import random
+
+    rng = random.Random(seed)
+    lo, hi = new
+    return [
+        ([rng.randrange(vocab_size) for _ in range(rng.randint(*prompt))], round(lo * (hi / lo) ** rng.random()))
+        for _ in range(n)
+    ]

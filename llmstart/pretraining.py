@@ -47,8 +47,9 @@ from .transformer import GPT, GPTConfig
 
 # %% auto #0
 __all__ = ['SENTENCE_END', 'MaskedLMCollator', 'masking_stats', 'LanguageModel', 'ContextWarning', 'check_context', 'MaskedLM',
-           'fill_mask', 'make_sentence_pairs', 'SentencePairDataModule', 'CausalLM', 'load_gpt', 'stream_text',
-           'generate', 'evaluate_language_model', 'cli_pretrain', 'recipe_config', 'sample_bundle', 'cli_generate']
+           'fill_mask', 'make_sentence_pairs', 'SentencePairDataModule', 'CausalLM', 'load_gpt', 'TextStream',
+           'stream_text', 'generate', 'evaluate_language_model', 'cli_pretrain', 'recipe_config', 'sample_bundle',
+           'cli_generate']
 
 # %% ../nbs/04_pretraining.ipynb #84f79ec4
 def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -591,6 +592,24 @@ def load_gpt(source: str, **overrides) -> GPT:
         return rebuilt.eval()
     return model
 
+# %% ../nbs/04_pretraining.ipynb #e9d0e52e
+class TextStream:
+    "Turn generated token ids into text pieces as they come, after the prompt's `prompt_ids`."
+
+    def __init__(self, tokenizer, prompt_ids: list[int], context: int = 6):
+        self.tokenizer, self.ids = tokenizer, list(prompt_ids)
+        self.start, self.read = max(0, len(self.ids) - context), len(self.ids)  # decoded with its neighbours / shown
+
+    def add(self, token: int) -> str:
+        'The text `token` adds ("" while it is part of a character still incomplete, or adds nothing visible).'
+        self.ids.append(int(token))
+        before = self.tokenizer.decode(self.ids[self.start : self.read], skip_special_tokens=True)
+        text = self.tokenizer.decode(self.ids[self.start :], skip_special_tokens=True)
+        if len(text) <= len(before) or text.endswith("\ufffd"):
+            return ""
+        self.start, self.read = self.read, len(self.ids)
+        return text[len(before) :]
+
 # %% ../nbs/04_pretraining.ipynb #1d671c5f
 def stream_text(
     model: GPT,
@@ -638,18 +657,14 @@ def stream_text(
         eos_token_id=ends,
         generator=g,
     )
-    shown = len(tokenizer.decode(ids, skip_special_tokens=True))
-    new = []
+    text = TextStream(tokenizer, ids)
     for t in tokens:
         if int(t) in ends:
             break
-        new.append(int(t))
         if on_token is not None:
             on_token(int(t))
-        text = tokenizer.decode(ids + new, skip_special_tokens=True)  # decoded whole: spaces and bytes come out right
-        if not text.endswith("\ufffd"):  # not in the middle of a multi-byte character
-            yield text[shown:]
-            shown = len(text)
+        if piece := text.add(int(t)):
+            yield piece
 
 
 def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int | None = None, **sampling) -> str:

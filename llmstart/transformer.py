@@ -160,7 +160,7 @@ def norm_layer(config: GPTConfig) -> nn.Module:
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     "cos and sin of the rotary angles p · θ^(-2i/d) for each position p and pair i, each `(T, head_dim)`."
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)  # (d/2,)
-    angles = positions.float()[:, None] * inv_freq[None]  # (T, d/2)
+    angles = positions.float()[..., None] * inv_freq  # (T, d/2)
     angles = torch.cat([angles, angles], dim=-1)  # (T, d): pair i is (i, i + d/2), as in Llama
     return angles.cos(), angles.sin()
 
@@ -180,6 +180,11 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0  # positions filled
+        self.attn_mask = None  # every row holds the same positions: attention's causal rule needs no explicit mask
+
+    def begin(self, T: int, device=None) -> torch.Tensor:
+        "The positions of the `T` tokens the model reads next: they continue the cached ones."
+        return torch.arange(self.pos, self.pos + T, device=device)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Store the new `(B, H_kv, T, d)` keys and values after the cached ones; return all of this layer's."
@@ -187,6 +192,14 @@ class KVCache:
         self.k[layer, :, :, self.pos : end] = k
         self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def end(self, T: int):
+        "Count the `T` positions just read as cached."
+        self.pos += T
+
+    def crop(self, length: int):
+        "Forget every position from `length` on (speculative decoding takes back the draft tokens the target rejects)."
+        self.pos = min(self.pos, length)
 
 # %% ../nbs/03_transformer.ipynb #f1ecf162
 class CausalSelfAttention(nn.Module):
@@ -214,19 +227,22 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(self.layer, k, v)  # (B, Hkv, S, d): the cached positions and these
         if Hkv != H:  # each key/value head serves a group of H / Hkv query heads
             k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)  # (B, H, S, d)
-        y = self._attend(q, k, v, pad_mask)  # (B, H, T, d)
+        y = self._attend(q, k, v, pad_mask, cache.attn_mask if cache is not None else None)  # (B, H, T, d)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, H * d))  # heads side by side, then W^O
 
-    def _attend(self, q, k, v, pad_mask):
+    def _attend(self, q, k, v, pad_mask, cache_mask=None):
         T, S = q.shape[2], k.shape[2]
-        mask = None if T == 1 else causal_mask(T, S, q.device)  # a single new query may see every key
+        if cache_mask is not None:  # the cache says which keys each row's queries see (rows at different lengths)
+            mask = cache_mask
+        else:
+            mask = None if T == 1 else causal_mask(T, S, q.device)  # a single new query may see every key
         if pad_mask is not None:  # (B, S), False at padding
             pad = pad_mask[:, None, None, :].bool()
             mask = pad if mask is None else mask & pad
         if self.config.attention == "formula":
             return attention(q, k, v, mask)[0]
         p = self.config.dropout if self.training else 0.0
-        if pad_mask is None and T == S and T > 1:
+        if cache_mask is None and pad_mask is None and T == S and T > 1:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # the fused causal kernel
         # (is_causal puts the triangle at the top left, right only when T == S: with a cache, the explicit mask)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
@@ -314,23 +330,27 @@ class GPT(PreTrainedModel):
         """Logits for the `(B, T)` token ids (only the last `logits_to_keep` positions when > 0) and, with `labels`, the
         next-token loss (-100 ignored). `attention_mask`: `(B, S)`, 0 at padding. With a `cache`, the ids follow it."""
         B, T = input_ids.shape
-        start = cache.pos if cache is not None else 0
-        if start + T > self.config.block_size:
+        # (T,) positions, or (B, T) when the cache's rows are at different lengths
+        positions = cache.begin(T, input_ids.device) if cache is not None else torch.arange(T, device=input_ids.device)
+        last = int(positions.max()) + 1
+        if last > self.config.block_size:
             raise UsageError(
-                f"{start + T} positions, but the model's context is {self.config.block_size}: "
-                f"shorten the input to {self.config.block_size - start} tokens"
+                f"{last} positions, but the model's context is {self.config.block_size}: "
+                f"shorten the input to {self.config.block_size - (last - T)} tokens"
             )
-        positions = torch.arange(start, start + T, device=input_ids.device)
         x = self.wte(input_ids)  # (B, T, C)
         if self.wpe is not None:
             x = x + self.wpe(positions)
-        rope = rope_angles(positions, self.config.head_dim, self.config.rope_theta) if self.wpe is None else None
+        rope = None
+        if self.wpe is None:
+            rope = rope_angles(positions, self.config.head_dim, self.config.rope_theta)  # (T, d) or (B, T, d)
+            rope = tuple(r[:, None] for r in rope) if positions.dim() == 2 else rope  # (B, 1, T, d): over heads
         x = self.drop(x)
         pad_mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask
         for block in self.blocks:
             x = block(x, rope, cache, pad_mask)
         if cache is not None:
-            cache.pos += T
+            cache.end(T)
         x = self.norm_f(x)
         logits = self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x)  # (B, T, vocab)
         loss = None
