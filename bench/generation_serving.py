@@ -20,6 +20,37 @@ import torch
 from llmstart.deployment import BatchEngine, mixed_requests, replay
 from llmstart.transformer import GPT, GPTConfig
 
+
+def compare(model, requests, streams: int = 16) -> dict:
+    """`replay` the same `requests` against one slot, static batching and continuous batching (`streams` slots each);
+    checks all three give the same tokens. Returns each one's figures and the two ratios."""
+    replay(BatchEngine(model, slots=streams), requests[:streams], streams)  # warm-up
+    engines = {
+        "one_at_a_time": BatchEngine(model, slots=1),
+        "static": BatchEngine(model, slots=streams, policy="static"),
+        "continuous": BatchEngine(model, slots=streams),
+    }
+    results, tokens = {}, None
+    for name, engine in engines.items():
+        r = replay(engine, requests, streams)
+        got = [j.tokens for j in r.pop("jobs")]
+        assert tokens is None or got == tokens, f"{name} gave other tokens than one at a time"
+        tokens = got
+        results[name] = {k: round(float(v), 1) for k, v in r.items()}
+        print(
+            f"{name:>14}: {r['tokens_per_s']:7.0f} tokens/s, time to first token p50 {r['ttft_p50_ms']:7.0f} ms "
+            f"/ p99 {r['ttft_p99_ms']:7.0f} ms, {r['steps']} steps in {r['seconds']:.1f} s",
+            flush=True,
+        )
+    cont = results["continuous"]["tokens_per_s"]
+    return {
+        "new_tokens": sum(len(t) for t in tokens),
+        **results,
+        "continuous_vs_static": round(cont / results["static"]["tokens_per_s"], 2),
+        "continuous_vs_one_at_a_time": round(cont / results["one_at_a_time"]["tokens_per_s"], 2),
+    }
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=256)
@@ -43,25 +74,7 @@ if __name__ == "__main__":
         bias=False,
     )
     model = GPT(config).eval()
-    requests = mixed_requests(args.requests, config.vocab_size)
-    replay(BatchEngine(model, slots=args.streams), requests[: args.streams], args.streams)  # warm-up
-    engines = {
-        "one_at_a_time": BatchEngine(model, slots=1),
-        "static": BatchEngine(model, slots=args.streams, policy="static"),
-        "continuous": BatchEngine(model, slots=args.streams),
-    }
-    results, tokens = {}, None
-    for name, engine in engines.items():
-        r = replay(engine, requests, args.streams)
-        got = [j.tokens for j in r.pop("jobs")]
-        assert tokens is None or got == tokens, f"{name} gave other tokens than one at a time"
-        tokens = got
-        results[name] = {k: round(float(v), 1) for k, v in r.items()}
-        print(
-            f"{name:>14}: {r['tokens_per_s']:7.0f} tokens/s, time to first token p50 {r['ttft_p50_ms']:7.0f} ms "
-            f"/ p99 {r['ttft_p99_ms']:7.0f} ms, {r['steps']} steps in {r['seconds']:.1f} s"
-        )
-    cont = results["continuous"]["tokens_per_s"]
+    results = compare(model, mixed_requests(args.requests, config.vocab_size), args.streams)
     print("same tokens from all three: True")
     print(
         json.dumps(
@@ -70,11 +83,8 @@ if __name__ == "__main__":
                 "model": f"GPT {args.layers} x {args.width} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)",
                 "requests": args.requests,
                 "streams": args.streams,
-                "new_tokens": sum(len(t) for t in tokens),
                 "threads": torch.get_num_threads(),
                 **results,
-                "continuous_vs_static": round(cont / results["static"]["tokens_per_s"], 2),
-                "continuous_vs_one_at_a_time": round(cont / results["one_at_a_time"]["tokens_per_s"], 2),
             }
         )
     )

@@ -10,6 +10,9 @@
    (`llmstart.transformer.flops_per_token` over the measured peak), eager and under `torch.compile`.
 3. Weight-only int8 and int4 quantization (torchao) of a BERT-base-sized classifier on a batch of 32 x 128 tokens:
    milliseconds a batch and saved MB against bf16 (`llmstart.optimization.weight_only_quantized`).
+   Generation serving (bench/generation_serving.py on the GPU): chapter 3's `GPT` at GPT-2-small's size in bf16, 64
+   requests from 16 closed-loop streams, one at a time vs static vs continuous batching: tokens/s and time to first
+   token.
 4. The real path of every chapter that trains a transformer (default: those nbs/run_times.json estimates) on this
    GPU (`tools/dry_run.py --full-size`): the hub's models as stand-ins of their real sizes, each training run cut to
    `--steps` steps, one chapter at a time by default so that no two share the GPU while timed. Each run's measured
@@ -42,6 +45,34 @@ def quantized(device: str) -> list[dict]:
     batch = {"input_ids": torch.randint(1000, 30000, (32, 128), device=device)}
     rows = weight_only_quantized(model, batch, repeats=20 if device == "cuda" else 2)
     return [{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+
+
+def generation_serving(device: str, requests: int = 64, streams: int = 16) -> dict:
+    "bench/generation_serving.py's comparison on `device`, GPT-2-small-sized `GPT` in bf16 (random weights)."
+    import torch
+    from generation_serving import compare  # bench/generation_serving.py
+    from llmstart.deployment import mixed_requests
+    from llmstart.transformer import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    config = GPTConfig(
+        vocab_size=50304,
+        block_size=1024,
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        position="rope",
+        norm="rmsnorm",
+        mlp="swiglu",
+        bias=False,
+    )
+    model = GPT(config).to(device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32).eval()
+    return {
+        "model": "GPT 12 x 768 (modern block)",
+        "requests": requests,
+        "streams": streams,
+        **compare(model, mixed_requests(requests, config.vocab_size), streams),
+    }
 
 
 def summarise(dry: dict, peak: float) -> dict:
@@ -108,6 +139,12 @@ def main():
     except Exception:  # an older torchao, say: the other figures still count
         result["quantized"] = []
         result["errors"].append("quantized: " + traceback.format_exc(limit=3))
+    save()
+    try:
+        result["generation_serving"] = generation_serving(device)
+    except Exception:
+        result["generation_serving"] = {}
+        result["errors"].append("generation serving: " + traceback.format_exc(limit=3))
     save()
     notebooks = args.notebooks or training_chapters()
     with tempfile.TemporaryDirectory(prefix="llmstart-gpu-") as tmp:

@@ -31,7 +31,7 @@ from .training import fit, make_trainer
 __all__ = ['REDUCE_RANGE', 'INT8_LOADER', 'METHODS', 'count_parameters', 'weights_mb', 'tokenize_batches', 'latency_ms',
            'backend_latency_ms', 'measure', 'encoder_layers', 'prunable_weights', 'magnitude_prune', 'make_permanent',
            'sparsity_of', 'prune_ffn_neurons', 'Int8Linear', 'input_absmax', 'calibration_batches', 'quantize_int8',
-           'save_int8_bundle', 'load_int8_classifier', 'weight_only_quantized', 'distillation_loss',
+           'save_int8_bundle', 'load_int8_classifier', 'quantize_weights', 'weight_only_quantized', 'distillation_loss',
            'student_layer_ids', 'make_student', 'Distiller', 'CompressOptions', 'compress_int8', 'compress_prune',
            'compress_distill', 'compress_with', 'compress', 'cli_compress']
 
@@ -410,30 +410,53 @@ def _saved_mb(model: nn.Module) -> float:
     return buffer.getbuffer().nbytes / 1e6
 
 
+def quantize_weights(model: nn.Module, bits: Sequence[int] = (8, 4)) -> dict:
+    """Weight-only quantized copies of `model` with torchao, `{"int8 weight-only": ..., "int4 weight-only": ...}`: int8
+    per output channel; int4 in groups, with the fused tinygemm kernel on an Ampere or newer GPU (groups of 128), and
+    elsewhere unpacked by ordinary operations at each multiply (groups of 32: correct but slow -- torchao has no int4
+    kernel for x86 CPUs). The copies keep `model`'s device and float type; `model` is not changed."""
+    import logging
+
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    if not set(bits) <= {4, 8}:
+        raise UsageError(f"bits must be 8 and/or 4, got {list(bits)}")
+    device = next(model.parameters()).device
+    tinygemm = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+    copies = {}
+    for b in bits:
+        if b == 8:
+            config = Int8WeightOnlyConfig()
+        elif tinygemm:
+            config = Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")
+        else:
+            config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))
+        q = copy.deepcopy(model).eval()
+        quantize_(q, config)
+        copies[f"int{b} weight-only"] = q
+    return copies
+
+
 def weight_only_quantized(model: nn.Module, batch: dict, repeats: int = 20) -> list[dict]:
     """Time `model` on `batch` (on the batch's device) in 16 bits, then with torchao's int8 and -- on an Ampere or newer
-    GPU, which its kernel needs -- int4 weight-only quantization: one row each, with the ms a batch and the saved MB."""
-    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
-
+    GPU, which its kernel needs -- int4 weight-only quantization (`quantize_weights`): one row each, with the ms a
+    batch and the saved MB."""
     device = next(iter(batch.values())).device
     cuda = device.type == "cuda"
     # 16 bits: bf16, except on a GPU without it (a T4: with emulation counted, torch would say it has bf16)
     half = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-    configs = [(str(half).removeprefix("torch."), None), ("int8 weight-only", Int8WeightOnlyConfig())]
-    if cuda and torch.cuda.get_device_capability(device) >= (8, 0):  # torchao's int4 kernel (tinygemm) needs SM80
-        configs.append(
-            ("int4 weight-only", Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d"))
-        )
-    else:
+    int4 = cuda and torch.cuda.get_device_capability(device) >= (8, 0)  # torchao's int4 kernel (tinygemm) needs SM80
+    if not int4:
         print(
             "int4 weight-only: skipped, its kernel needs an Ampere or newer GPU (compute capability 8.0; a T4 is 7.5)"
         )
+    base = copy.deepcopy(model).to(device=device, dtype=half).eval()
+    variants = {str(half).removeprefix("torch."): base, **quantize_weights(base, (8, 4) if int4 else (8,))}
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     rows = []
-    for name, config in configs:
-        m = copy.deepcopy(model).to(device=device, dtype=half).eval()
-        if config is not None:
-            quantize_(m, config)
+    for name, m in variants.items():
         with torch.inference_mode():
             for _ in range(3):  # warm-up: kernels chosen, memory allocated
                 m(**batch)

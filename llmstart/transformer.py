@@ -522,7 +522,9 @@ def sample_next_token(
     "One token id per row of `(batch, vocab)` logits: the most likely at `temperature=0`, else sampled after `filter_logits`."
     if temperature == 0:
         return logits.argmax(-1)
-    probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(-1)
+    logits = logits.double()  # float64: a temperature as small as 1e-311 still divides (in float32 it would be 0)
+    logits = logits - logits.amax(-1, keepdim=True)  # the same distribution, and / temperature cannot reach +inf
+    probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 # %% ../nbs/03_transformer.ipynb #8051e152
@@ -565,9 +567,7 @@ def stream(
     `eos_token_id`; a row that has ended repeats its end token. `temperature=0` is greedy."""
     _check_generation(self.config, ids.shape[1], max_new_tokens, temperature, top_k, top_p)
     B, was_training = ids.shape[0], self.training
-    cache = (
-        KVCache(self.config, B, ids.shape[1] + max_new_tokens, ids.device, self.wte.weight.dtype) if use_cache else None
-    )
+    cache = KVCache(self.config, B, ids.shape[1] + max_new_tokens, ids.device, self.dtype) if use_cache else None
     ends = torch.as_tensor([] if eos_token_id is None else eos_token_id, dtype=torch.long, device=ids.device).flatten()
     done = torch.zeros(B, dtype=torch.bool, device=ids.device)
     step_input = ids  # the prefill: the whole prompt

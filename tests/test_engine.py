@@ -1,6 +1,7 @@
 """Chapter 8's generation engine: continuous batching gives every request the tokens it gets alone (greedy and
 seeded sampling, mixed prompt and reply lengths, chunked prefill, GQA, both position kinds), frees slots on cancel,
-refuses what it cannot do, and serves many threads at once."""
+refuses what it cannot do, and serves many threads at once; speculative decoding gives the target's greedy output
+whatever the draft."""
 
 import threading
 import time
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from llmstart.core import UsageError
-from llmstart.deployment import BatchEngine, QueueTimeout, mixed_requests, replay
+from llmstart.deployment import BatchEngine, QueueTimeout, mixed_requests, replay, speculative_generate
 from llmstart.pretraining import stream_text
 from llmstart.transformer import GPT, GPTConfig
 
@@ -135,3 +136,37 @@ def test_background_loop_serves_many_threads():
         t.join(60)
     engine.close()
     assert [results[i] for i in range(len(requests))] == [alone(m, p, n) for p, n in requests]
+
+
+def test_speculative_decoding_gives_the_targets_greedy_output_whatever_the_draft():
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        vocab_size=50, block_size=128, n_layer=2, n_head=2, n_embd=64, position="rope", norm="rmsnorm", mlp="swiglu"
+    )
+    target = GPT(cfg).eval()
+    with torch.no_grad():  # sharper logits than at initialisation: greedy text that changes, as a trained model's does
+        for p in target.parameters():
+            if p.dim() == 2:
+                p.mul_(4)
+    acceptance = []
+    for noise in (0.0, 0.2, 2.0):  # the target itself, a near copy, a stranger
+        draft = GPT(cfg).eval()
+        draft.load_state_dict({k: v + noise * v.std() * torch.randn_like(v) for k, v in target.state_dict().items()})
+        for s, k in enumerate((1, 3, 6)):
+            prompt = torch.randint(0, 50, (1, 7 + 5 * s))
+            out, stats = speculative_generate(target, draft, prompt, 50, k=k)
+            assert torch.equal(out, target.generate(prompt, 50, temperature=0))
+            acceptance.append(stats["acceptance"])
+            assert stats["accepted"] <= stats["drafted"] and stats["rounds"] <= 50
+    assert acceptance[:3] == [1.0, 1.0, 1.0] and min(acceptance[6:]) < 0.5  # the draft's quality shows in the rate
+    # an end token stops both the same way; the context and the vocabulary are checked
+    prompt = torch.randint(0, 50, (1, 5))
+    plain = target.generate(prompt, 40, temperature=0)
+    end = int(plain[0, 15])
+    out, _ = speculative_generate(target, draft, prompt, 40, k=4, eos_token_id=end)
+    assert torch.equal(out, target.generate(prompt, 40, temperature=0, eos_token_id=end)) and int(out[0, -1]) == end
+    with pytest.raises(UsageError, match="lower max_new_tokens to 123"):
+        speculative_generate(target, draft, prompt, 200)
+    other = GPT(GPTConfig(**{**cfg.to_dict(), "vocab_size": 60})).eval()
+    with pytest.raises(UsageError, match="tokenizer"):
+        speculative_generate(target, other, prompt, 10)
