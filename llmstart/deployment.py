@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['ONNX_INPUTS', 'BACKENDS', 'MAX_INPUTS_HARD', 'Stop', 'Number', 'CHAT_PAGE', 'export_onnx', 'cli_export',
-           'TorchBackend', 'OnnxBackend', 'load_backend', 'Example', 'PredictRequest', 'ClassifierAPI', 'make_server',
-           'serve', 'cli_serve', 'Client', 'request_body', 'load_test', 'free_port', 'port_in_use', 'ServerProcess',
-           'ChatMessage', 'ChatRequest', 'APIError', 'ChatEngine', 'chat_completion', 'make_chat_app', 'load_chat_test',
-           'SlotCache', 'Job', 'QueueTimeout', 'BatchEngine', 'replay', 'mixed_requests', 'speculative_generate']
+           'TorchBackend', 'OnnxBackend', 'resolve_backend', 'load_backend', 'Example', 'PredictRequest',
+           'ClassifierAPI', 'make_server', 'serve', 'cli_serve', 'Client', 'request_body', 'load_test', 'free_port',
+           'port_in_use', 'ServerProcess', 'ChatMessage', 'ChatRequest', 'APIError', 'ChatEngine', 'chat_completion',
+           'make_chat_app', 'load_chat_test', 'SlotCache', 'Job', 'QueueTimeout', 'BatchEngine', 'replay',
+           'mixed_requests', 'speculative_generate']
 
 # %% ../nbs/08_deployment.ipynb #016138fd
 import asyncio
@@ -285,8 +286,20 @@ class OnnxBackend:
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
-def load_backend(bundle, backend: str = "torch"):
-    "The inference backend `backend` (torch, onnx or onnx-int8) for a classification bundle."
+def resolve_backend(bundle, backend: str = "auto") -> str:
+    """`backend` checked. 'auto': the bundle's int8 ONNX model where `llmstart export --quantize true` wrote one -- the
+    fastest here, at an accuracy the export's parity check reports -- else PyTorch (ONNX Runtime's float model was no
+    faster than PyTorch at the batch sizes a server forms, `bench/serving.py`)."""
+    if backend == "auto":
+        return "onnx-int8" if (read_bundle(bundle).get("onnx") or {}).get("int8_file") else "torch"
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend must be auto or one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def load_backend(bundle, backend: str = "auto"):
+    "The inference backend `backend` (auto, torch, onnx or onnx-int8) for a classification bundle."
+    backend = resolve_backend(bundle, backend)
     if backend == "torch":
         return TorchBackend(bundle)
     if backend in ("onnx", "onnx-int8"):
@@ -342,7 +355,7 @@ class ClassifierAPI(ls.LitAPI):
 
     Args:
         bundle: the classification bundle to serve
-        backend: torch, onnx or onnx-int8 (the ONNX ones need `llmstart export` first)
+        backend: auto (the int8 ONNX model where the bundle has one, else torch), torch, onnx or onnx-int8
         max_batch_size: the most requests batched into one forward pass
         batch_timeout: seconds to wait for a batch to fill
         max_inputs: the most examples one request may carry
@@ -354,7 +367,7 @@ class ClassifierAPI(ls.LitAPI):
     def __init__(
         self,
         bundle: str,
-        backend: str = "torch",
+        backend: str = "auto",
         max_batch_size: int = 16,
         batch_timeout: float = 0.01,
         max_inputs: int = 64,
@@ -367,9 +380,7 @@ class ClassifierAPI(ls.LitAPI):
             raise UsageError(f"--long_text must be reject or truncate, got {long_text!r}")
         if not 1 <= max_inputs <= MAX_INPUTS_HARD:
             raise UsageError(f"--max_inputs must be in 1..{MAX_INPUTS_HARD}, got {max_inputs}")
-        if backend not in BACKENDS:
-            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        self.bundle, self.backend_name, self.max_inputs = str(bundle), backend, max_inputs
+        self.bundle, self.backend_name, self.max_inputs = str(bundle), resolve_backend(bundle, backend), max_inputs
         self.max_text_chars, self.long_text, self.api_key = max_text_chars, long_text, api_key
 
     def setup(self, device):
@@ -457,7 +468,7 @@ def encode_response(self, probs) -> dict:
 # %% ../nbs/08_deployment.ipynb #21aa041d
 def make_server(
     model: str,
-    backend: str = "torch",
+    backend: str = "auto",
     max_batch_size: int = 16,
     batch_timeout: float = 0.01,
     max_inputs: int = 64,
@@ -478,7 +489,7 @@ def make_server(
         "model": Path(model).resolve().name,
         "labels": info["labels"],
         "text_columns": info.get("text_columns"),
-        "backend": backend,
+        "backend": api.backend_name,
         "llmstart_version": llmstart.__version__,
         "max_batch_size": max_batch_size,
         "max_inputs": max_inputs,
@@ -610,7 +621,7 @@ def serve(
     model: str,
     host: str = "127.0.0.1",
     port: int = 8000,
-    backend: str = "torch",
+    backend: str = "auto",
     max_batch_size: int = 16,
     batch_timeout: float = 0.01,
     api_key: str | None = None,
@@ -631,7 +642,7 @@ def serve(
         model: the classification or chat bundle to serve
         host: the address to bind (127.0.0.1: this machine only; 0.0.0.0: every interface)
         port: the TCP port
-        backend: torch, onnx or onnx-int8 (ONNX needs llmstart export first)
+        backend: auto (the int8 ONNX model where the bundle has one, else torch), torch, onnx or onnx-int8
         max_batch_size: the most requests batched into one forward pass (1: no batching)
         batch_timeout: seconds to wait for a batch to fill
         api_key: require this key in the X-API-Key header (default: $LLMSTART_API_KEY, else none)
