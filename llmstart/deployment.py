@@ -12,6 +12,7 @@ __all__ = ['ONNX_INPUTS', 'BACKENDS', 'MAX_INPUTS_HARD', 'Stop', 'Number', 'CHAT
 
 # %% ../nbs/08_deployment.ipynb #016138fd
 import asyncio
+import collections
 import hmac
 import json
 import os
@@ -300,11 +301,7 @@ def resolve_backend(bundle, backend: str = "auto") -> str:
 def load_backend(bundle, backend: str = "auto"):
     "The inference backend `backend` (auto, torch, onnx or onnx-int8) for a classification bundle."
     backend = resolve_backend(bundle, backend)
-    if backend == "torch":
-        return TorchBackend(bundle)
-    if backend in ("onnx", "onnx-int8"):
-        return OnnxBackend(bundle, int8=backend == "onnx-int8")
-    raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return TorchBackend(bundle) if backend == "torch" else OnnxBackend(bundle, int8=backend == "onnx-int8")
 
 # %% ../nbs/08_deployment.ipynb #bbb14397
 MAX_INPUTS_HARD = 1024  # the schema's own cap on inputs per request; `max_inputs` sets the server's (lower) one
@@ -702,6 +699,9 @@ def _serve_chat(app, host: str, port: int, grace: float = 10):
         raise UsageError(f"the server could not start on {host}:{port} (is the port in use? try --port)")
 
 
+_stopping = False
+
+
 def _drain_then_stop(signum, frame, grace: float = 10):
     """The classifier server's SIGTERM / SIGINT handler. LitServe's own shutdown (on KeyboardInterrupt) closes the
     queues to its inference workers first, cutting off the requests in flight. So first SIGTERM its HTTP server
@@ -709,6 +709,12 @@ def _drain_then_stop(signum, frame, grace: float = 10):
     then hand over to LitServe."""
     import multiprocessing
 
+    global _stopping
+    if multiprocessing.parent_process() is not None:  # a forked HTTP process, done draining: leave quietly
+        raise SystemExit(0)
+    if _stopping:  # a second signal while draining: the drain goes on (SIGKILL stops at once)
+        return
+    _stopping = True
     http = [p for p in multiprocessing.active_children() if p.name.startswith("LitServer-")]
     for p in http:
         os.kill(p.pid, signal.SIGTERM)
@@ -1029,7 +1035,7 @@ async def start(self, req: ChatRequest):
             top_p=req.top_p if req.top_p < 1 else None,
             seed=seed,
             stop=self.stops,
-            emit=lambda item: loop.call_soon_threadsafe(tokens.put_nowait, item),
+            emit=lambda item: loop.is_closed() or loop.call_soon_threadsafe(tokens.put_nowait, item),
             deadline=time.monotonic() + self.queue_timeout,
         )
     except UsageError as e:  # shutting down
@@ -1462,7 +1468,7 @@ class SlotCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # positions filled, per row
-        self.rows, self.attn_mask, self._pos = slice(0, 0), None, None
+        self.rows, self.attn_mask, self._pos, self.reach = slice(0, 0), None, None, 0
 
     def use(self, start: int, stop: int):
         "The rows `start:stop` are the next forward pass's batch, in order."
@@ -1471,7 +1477,8 @@ class SlotCache:
     def begin(self, T: int, device=None) -> torch.Tensor:
         "`(B, T)` positions, each row continuing its own sequence, and the mask of the keys each query may see."
         self._pos = self.lengths[self.rows, None] + torch.arange(T, device=self.lengths.device)  # (B, T)
-        keys = torch.arange(int(self._pos.max()) + 1, device=self.lengths.device)
+        self.reach = int(self._pos.max()) + 1  # the furthest position any row reaches (the model checks it)
+        keys = torch.arange(self.reach, device=self.lengths.device)
         self.attn_mask = (keys[None, None, :] <= self._pos[:, :, None])[:, None]  # (B, 1, T, S): j <= own position
         return self._pos
 
@@ -1523,7 +1530,7 @@ class Job:
     cancelled: bool = False
 
     def __post_init__(self):
-        self.generator = torch.Generator().manual_seed(self.seed or 0) if self.temperature > 0 else None
+        self.generator = None  # made by the engine, on its device
         if self.emit is None:
             self._queue = queue.SimpleQueue()
             self.emit = self._queue.put
@@ -1534,6 +1541,8 @@ class Job:
 
     def __iter__(self):
         "The token ids as the engine samples them (for a job made without `emit`)."
+        if not hasattr(self, "_queue"):
+            raise UsageError("this job hands its tokens to its `emit` function: there is nothing to iterate")
         while (item := self._queue.get()) is not _DONE:
             if isinstance(item, BaseException):
                 raise item
@@ -1574,7 +1583,8 @@ class BatchEngine:
         )  # (a quantized model's float dtype)
         self.waiting, self.running = [], []  # running[i] lives in the cache's row i
         self.lock = threading.Condition()
-        self.steps, self.trace = 0, []  # trace: (rows decoded, rows with a token for a client) per step
+        self.steps = 0
+        self.trace = collections.deque(maxlen=100_000)  # (rows decoded, rows giving a client a token), recent steps
         self._thread, self._draining, self._closed = None, False, False
 
     def submit(self, prompt: Sequence[int], max_new_tokens: int, **options) -> Job:
@@ -1588,6 +1598,8 @@ class BatchEngine:
             options.get("top_p"),
         )
         job = Job(list(prompt), max_new_tokens, **options)
+        if job.temperature > 0:  # on the model's device: multinomial there takes no other generator
+            job.generator = torch.Generator(device=self.device).manual_seed(job.seed or 0)
         with self.lock:
             if self._draining:
                 raise UsageError("the engine is shutting down: it takes no new requests")
@@ -1602,6 +1614,15 @@ class BatchEngine:
 
 # %% ../nbs/08_deployment.ipynb #6b10848d
 @patch_method(BatchEngine)
+def _tell(self, job: Job, item):
+    "Hand `item` to the job's client; a client that cannot take it any more (its event loop closed) is cancelled."
+    try:
+        job.emit(item)
+    except Exception:
+        job.cancel()
+
+
+@patch_method(BatchEngine)
 def _admit(self):
     if self.policy == "static" and self.running:
         return
@@ -1610,7 +1631,7 @@ def _admit(self):
         for job in [j for j in self.waiting if j.cancelled or (j.deadline is not None and now > j.deadline)]:
             self.waiting.remove(job)
             job.finish_reason = "cancelled"
-            job.emit(_DONE if job.cancelled else QueueTimeout("no slot was free in time"))
+            self._tell(job, _DONE if job.cancelled else QueueTimeout("no slot was free in time"))
         while len(self.running) < self.slots and self.waiting:
             self.running.append(self.waiting.pop(0))
 
@@ -1628,10 +1649,10 @@ def _sample(self, jobs: list[Job], logits: torch.Tensor) -> list[Job]:
             continue
         job.first_token_at = job.first_token_at or now
         job.tokens.append(token)
-        job.emit(token)
+        self._tell(job, token)
         if token in job.stop or len(job.tokens) >= job.max_new_tokens:
             job.finish_reason = "stop" if token in job.stop else "length"
-            job.emit(_DONE)
+            self._tell(job, _DONE)
             ended.append(job)
     return ended
 
@@ -1653,7 +1674,7 @@ def step(self) -> bool:
     cancelled = [j for j in self.running if j.cancelled and j.finish_reason is None]
     for job in cancelled:
         job.finish_reason = "cancelled"
-        job.emit(_DONE)
+        self._tell(job, _DONE)
     self._remove(cancelled, now=True)
     self._admit()
     budget, ended = self.prefill_chunk, []
@@ -1708,16 +1729,19 @@ def loop(self, until: Callable[[], bool] = lambda: False, poll: float = 0.1):
                 continue
         try:
             self.step()
-        except Exception as e:  # every request in flight hears of it; the engine goes on
-            for job in self.running + self.waiting:
-                job.emit(e)
-            self.running, self.waiting = [], []
+        except Exception as e:  # the requests in the failed step hear of it; those waiting go on
+            with self.lock:
+                failed, self.running = self.running, []
             self.cache.lengths.zero_()
+            for job in failed:
+                job.finish_reason = "error"
+                self._tell(job, e)
 
 
 @patch_method(BatchEngine)
 def start(self) -> BatchEngine:
     "Run `loop` in a background thread."
+    self._draining = self._closed = False
     self._thread = threading.Thread(target=self.loop, name="llmstart-engine", daemon=True)
     self._thread.start()
     return self

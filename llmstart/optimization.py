@@ -412,9 +412,10 @@ def _saved_mb(model: nn.Module) -> float:
 
 def quantize_weights(model: nn.Module, bits: Sequence[int] = (8, 4)) -> dict:
     """Weight-only quantized copies of `model` with torchao, `{"int8 weight-only": ..., "int4 weight-only": ...}`: int8
-    per output channel; int4 in groups, with the fused tinygemm kernel on an Ampere or newer GPU (groups of 128), and
-    elsewhere unpacked by ordinary operations at each multiply (groups of 32: correct but slow -- torchao has no int4
-    kernel for x86 CPUs). The copies keep `model`'s device and float type; `model` is not changed."""
+    per output channel; int4 in groups, with the fused tinygemm kernel on an Ampere or newer GPU (groups of 128, in
+    bfloat16, the only type the kernel takes), and elsewhere unpacked by ordinary operations at each multiply (groups of
+    32: correct but slow -- torchao has no int4 kernel for x86 CPUs). Otherwise the copies keep `model`'s device and
+    float type; `model` is not changed."""
     import logging
 
     logging.getLogger("torchao").setLevel(logging.ERROR)
@@ -434,6 +435,8 @@ def quantize_weights(model: nn.Module, bits: Sequence[int] = (8, 4)) -> dict:
         else:
             config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))
         q = copy.deepcopy(model).eval()
+        if b == 4 and tinygemm:
+            q = q.to(torch.bfloat16)
         quantize_(q, config)
         copies[f"int{b} weight-only"] = q
     return copies

@@ -181,10 +181,12 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0  # positions filled
         self.attn_mask = None  # every row holds the same positions: attention's causal rule needs no explicit mask
+        self.reach = 0  # positions the current input reaches (set by `begin`)
 
     def begin(self, T: int, device=None) -> torch.Tensor:
         "The positions of the `T` tokens the model reads next: they continue the cached ones."
-        return torch.arange(self.pos, self.pos + T, device=device)
+        self.reach = self.pos + T
+        return torch.arange(self.pos, self.reach, device=device)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Store the new `(B, H_kv, T, d)` keys and values after the cached ones; return all of this layer's."
@@ -332,7 +334,7 @@ class GPT(PreTrainedModel):
         B, T = input_ids.shape
         # (T,) positions, or (B, T) when the cache's rows are at different lengths
         positions = cache.begin(T, input_ids.device) if cache is not None else torch.arange(T, device=input_ids.device)
-        last = int(positions.max()) + 1
+        last = cache.reach if cache is not None else T  # a Python int: no device sync, no graph break
         if last > self.config.block_size:
             raise UsageError(
                 f"{last} positions, but the model's context is {self.config.block_size}: "

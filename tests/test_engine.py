@@ -55,7 +55,6 @@ def test_closed_loop_replay_equals_alone_and_batching_wins_steps():
         assert [j.tokens for j in r["jobs"]] == want
     # fewer decoding steps for the same tokens: continuous < static < one at a time
     assert cont["steps"] < static["steps"] < one["steps"]
-    assert cont["ttft_p99_ms"] < static["ttft_p99_ms"]
 
 
 def test_seeded_sampling_and_stop_tokens_match_stream_text():
