@@ -1343,7 +1343,9 @@ small { color: #666; }
 <div id="messages"></div>
 <form id="form"><input id="input" autocomplete="off" placeholder="Type a message" autofocus>
 <button id="send" type="submit">Send</button><button id="reset" type="button">Reset</button></form>
-<p><small>API key (if the server has one): <input id="key" type="password" size="20"></small></p>
+<p><small>Temperature: <input id="temperature" type="number" min="0" max="2" step="0.1" value="0.7" style="width: 4rem">
+(0 answers greedily, the same every time) &middot; API key (if the server has one):
+<input id="key" type="password" size="20"></small></p>
 <script>
 const history = [];
 const box = document.getElementById("messages");
@@ -1362,7 +1364,8 @@ document.getElementById("form").onsubmit = async (e) => {
   if (key) headers["Authorization"] = "Bearer " + key;
   try {
     const r = await fetch("/v1/chat/completions", {method: "POST", headers,
-      body: JSON.stringify({messages: history, stream: true, temperature: 0.7})});
+      body: JSON.stringify({messages: history, stream: true,
+        temperature: Number(document.getElementById("temperature").value)})});
     if (!r.ok) { const err = await r.json(); throw new Error(err.error ? err.error.message : r.statusText); }
     const reader = r.body.getReader(), decoder = new TextDecoder(); let buf = "";
     for (;;) {
@@ -1375,7 +1378,8 @@ document.getElementById("form").onsubmit = async (e) => {
         const delta = JSON.parse(data).choices[0]?.delta?.content; if (delta) out.textContent += delta;
       }
     }
-    history.push({role: "assistant", content: out.textContent || " "});
+    if (!out.textContent) { out.textContent = "(the model ended its reply without text)"; out.dataset.empty = "true"; }
+    history.push({role: "assistant", content: out.dataset.empty ? " " : out.textContent});
     out.dataset.state = "done";
   } catch (err) { out.className = "msg error"; out.textContent = String(err.message || err); out.dataset.state = "error"; history.pop(); }
 };

@@ -166,7 +166,7 @@ def test_200_streamed_requests_from_16_clients_without_an_error(server):
     assert report["ttft_p50_ms"] <= report["ttft_p99_ms"] and report["tokens_per_s"] > 0
 
 
-def test_the_chat_page_streams_a_reply_in_a_real_browser(server, tmp_path):
+def test_the_chat_page_streams_a_reply_in_a_real_browser(server, client, tmp_path):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
         pytest.skip(
@@ -195,6 +195,9 @@ def test_the_chat_page_streams_a_reply_in_a_real_browser(server, tmp_path):
         browser.get(server.url + "/")
         assert "chat" in browser.title
         browser.find_element(By.ID, "key").send_keys(KEY)
+        temperature = browser.find_element(By.ID, "temperature")  # greedy, so the reply is known (sampled at 0.7, an
+        temperature.clear()  # untrained model may end its reply at once)
+        temperature.send_keys("0")
         browser.find_element(By.ID, "input").send_keys("List the words: cat dog owl")
         browser.find_element(By.ID, "send").click()
         WebDriverWait(browser, 60).until(
@@ -203,7 +206,8 @@ def test_the_chat_page_streams_a_reply_in_a_real_browser(server, tmp_path):
         errors = browser.find_elements(By.CSS_SELECTOR, ".error")
         assert not errors, errors[0].text
         reply = browser.find_element(By.CSS_SELECTOR, ".assistant").text
-        assert reply.strip()
+        expected = client.chat.completions.create(model="chat", messages=HI, temperature=0).choices[0].message.content
+        assert expected.strip() and reply.split() == expected.split()  # the browser folds runs of white space
         assert browser.find_element(By.CSS_SELECTOR, ".user").text == "List the words: cat dog owl"
     finally:
         browser.quit()
