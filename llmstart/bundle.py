@@ -76,6 +76,8 @@ class BundleInfo(Mapping):
         return len(self.to_dict())
 
 # %% ../nbs/12_bundle.ipynb #303f30bb
+#| code-fold: true
+#| code-summary: "Plumbing: `_derive`, `_write`"
 def _derive(self, drop: Sequence[str] = (), **changes) -> BundleInfo:
     "The metadata of a bundle made from this one: `changes` applied (known fields or extras), the keys in `drop` removed."
     d = {k: v for k, v in self.to_dict().items() if k not in set(drop) | {"created", "llmstart_version"}}

@@ -51,6 +51,8 @@ def discover_commands(package_dir: str | Path | None = None) -> dict[str, Comman
     return dict(sorted(commands.items()))
 
 # %% ../nbs/09_cli.ipynb #e02bf5b2
+#| code-fold: true
+#| code-summary: "Plumbing: `_parse_call`, `_rebuilt`, `_STUB_GLOBALS`"
 _STUB_GLOBALS = "from typing import *\nfrom collections.abc import *\nfrom pathlib import Path\n"
 
 
@@ -95,6 +97,8 @@ def source_function(cmd: Command, package_dir: str | Path | None = None) -> tupl
     return None if fn is None else (fn, args, kwargs)
 
 # %% ../nbs/09_cli.ipynb #b6710085
+#| code-fold: true
+#| code-summary: "Plumbing: `_parser`"
 def _parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     width = max((len(n) for n in commands), default=0) + 2
     listing = "\n".join(f"  {n:<{width}}{c.help}" for n, c in commands.items())

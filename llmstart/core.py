@@ -143,6 +143,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return reachable(url.hostname, url.port or (443 if url.scheme == "https" else 80), timeout)
 
 # %% ../nbs/11_core.ipynb #0a84e026
+#| code-fold: true
+#| code-summary: "Plumbing: `_no_hub`"
 def _no_hub(name, why: str) -> UsageError:
     return UsageError(
         f"{str(name)!r} is not a local folder, and {why}. Pass a local folder instead -- a bundle written "
@@ -150,6 +152,8 @@ def _no_hub(name, why: str) -> UsageError:
     )
 
 # %% ../nbs/11_core.ipynb #fdebb10a
+#| code-fold: true
+#| code-summary: "Plumbing: `_no_progress_bar`"
 @contextmanager
 def _no_progress_bar():
     "transformers' progress bars off (its 'Loading weights' bar for a local folder tells a reader nothing), then as before."
@@ -195,6 +199,8 @@ def _clean_scratch():
 atexit.register(_clean_scratch)
 
 # %% ../nbs/11_core.ipynb #bb1a7170
+#| code-fold: true
+#| code-summary: "Plumbing: `_alive`"
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -332,6 +338,8 @@ def normalize_options(argv: Sequence[str]) -> list[str]:
     return out
 
 # %% ../nbs/11_core.ipynb #5e74be73
+#| code-fold: true
+#| code-summary: "Plumbing: `_class_options`"
 def _class_options(class_path: str) -> list[str]:
     "The constructor parameters of `class_path` and of the classes it passes `**kwargs` on to."
     import importlib

@@ -327,6 +327,8 @@ def _bad(path, line, what) -> DataError:
     return DataError(f"{path}, line {line}: {what}. {SKIP_HINT}")
 
 # %% ../nbs/00_data.ipynb #4a799bb8
+#| code-fold: true
+#| code-summary: "Plumbing: `_json_array_records`, `_json_lines_records`"
 def _json_array_records(f, path, bad, report) -> Iterator[tuple[int, dict]]:
     "The objects of a JSON array (`[{...}, {...}]`), numbered from 1."
     try:
@@ -358,6 +360,8 @@ def _json_lines_records(f, path, bad, report) -> Iterator[tuple[int, dict]]:
             bad(i, "not a JSON object")
 
 # %% ../nbs/00_data.ipynb #9359d882
+#| code-fold: true
+#| code-summary: "Plumbing: `_delimited_records`"
 def _delimited_records(f, path, bad, report) -> Iterator[tuple[int, dict]]:
     "The rows of a CSV (or TSV) file under its header row, each numbered by the line it starts on."
     reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
@@ -442,10 +446,14 @@ def label_names_for(values: Iterable[str | int]) -> list[str]:
     return sorted(names)
 
 # %% ../nbs/00_data.ipynb #ffc8cc6d
+#| code-fold: true
+#| code-summary: "Plumbing: `_Bad`"
 class _Bad(Exception):
     "A record is bad; the message says why."
 
 # %% ../nbs/00_data.ipynb #29c77186
+#| code-fold: true
+#| code-summary: "Plumbing: `_label_value`"
 def _label_value(value, names: Sequence[str] | None) -> int | str:
     "The class index of `value` (or, before the names are known, the normalised value); raises `_Bad`."
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -469,6 +477,8 @@ def _label_value(value, names: Sequence[str] | None) -> int | str:
     return value
 
 # %% ../nbs/00_data.ipynb #5a1bd061
+#| code-fold: true
+#| code-summary: "Plumbing: `_check_record`"
 def _check_record(r: dict, text_columns: Sequence[str], label_column: str, names: Sequence[str] | None) -> dict:
     "The record's text columns and label value, checked; raises `_Bad`."
     out = {}
@@ -485,6 +495,8 @@ def _check_record(r: dict, text_columns: Sequence[str], label_column: str, names
     return out
 
 # %% ../nbs/00_data.ipynb #c842260f
+#| code-fold: true
+#| code-summary: "Plumbing: `_hub_records`"
 def _hub_records(ds, batch_size: int = 1000) -> Iterator[tuple[int, dict]]:
     "Rows of a hub `datasets.Dataset` as `(row number, record)`, read in batches (fast)."
     n = 0
@@ -727,6 +739,8 @@ class LengthGroupedBatchSampler(BatchSampler):
         return iter(batches)
 
 # %% ../nbs/00_data.ipynb #2c3a7bb2
+#| code-fold: true
+#| code-summary: "Plumbing: `_documents`"
 def _documents(lines: Iterable[str], by: str) -> list[str]:
     if by == "line":
         return [l for l in lines if l.strip()]
@@ -1112,6 +1126,8 @@ def val_dataloader(self):
     return self.loader(self.val_ds, False, self.val_collate_fn or self.collate_fn)
 
 # %% ../nbs/00_data.ipynb #dc1512c5
+#| code-fold: true
+#| code-summary: "Plumbing: `_PEOPLE`, `_ATTRIBUTES`, `_ACTIVITIES` ..."
 _PEOPLE = [
     ("man", "m", "person"),
     ("woman", "f", "person"),
@@ -1173,6 +1189,8 @@ _REASONS = [
 _FEELINGS = ["happy", "tired", "bored", "in a hurry", "nervous", "proud"]
 
 # %% ../nbs/00_data.ipynb #0888bc35
+#| code-fold: true
+#| code-summary: "Plumbing: `_synthetic_pair`"
 def _synthetic_pair(rng: random.Random, label: str) -> tuple[str, str]:
     "A premise drawn from the tables, and a hypothesis that stands to it as `label` says."
     who, gender, kind = rng.choice(_PEOPLE)

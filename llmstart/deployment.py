@@ -61,6 +61,8 @@ class _Logits(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
 # %% ../nbs/08_deployment.ipynb #acae54e37e7d407bbb7b55eff062a284
+#| code-fold: true
+#| code-summary: "Plumbing: `_sample_inputs`, `_encode`"
 def _sample_inputs(info, n: int = 64, data: str | None = None, **reading) -> list[tuple]:
     if data:
         return labelled_examples(data, n=n, **data_options(info, **reading))
@@ -120,6 +122,8 @@ def export_onnx(
         return _export_into(out, torch_model, tokenizer, info, quantize, examples, opset, tolerance)
 
 # %% ../nbs/08_deployment.ipynb #8edb47106e1a46a883d545849b8ab81b
+#| code-fold: true
+#| code-summary: "Plumbing: `_onnx_graph`, `_int8_onnx`"
 def _onnx_graph(torch_model, sample: dict, names: list[str], path: Path, opset: int):
     "Export `torch_model`'s logits as an ONNX graph at `path`, its batch and sequence axes dynamic, the exporter quiet."
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -157,6 +161,8 @@ def _int8_onnx(out: Path, enc: dict, ref: np.ndarray) -> dict:
     }
 
 # %% ../nbs/08_deployment.ipynb #36146855
+#| code-fold: true
+#| code-summary: "Plumbing: `_export_into`"
 def _export_into(
     out: Path, torch_model, tokenizer, info: dict, quantize: bool, examples: list[tuple], opset: int, tolerance: float
 ) -> dict:
@@ -191,6 +197,8 @@ def _export_into(
     return report
 
 # %% ../nbs/08_deployment.ipynb #8763a12b2bbd4a93a75aff182afb95dc
+#| code-fold: true
+#| code-summary: "Plumbing: `_export_command`"
 def _export_command(
     model: str,
     output: str,
@@ -507,6 +515,8 @@ def make_server(
     return server
 
 # %% ../nbs/08_deployment.ipynb #ff988165
+#| code-fold: true
+#| code-summary: "Plumbing: `_text_kinds`, `_classifier_contract`"
 def _text_kinds(columns: list | None, max_chars: int | None) -> list[dict]:
     "JSON schemas of one input as this model reads it: a `text`, or a `premise` and a `hypothesis` (either, if unknown)."
     text = {"type": "string", "minLength": 1} | ({"maxLength": max_chars} if max_chars else {})
@@ -675,6 +685,8 @@ def serve(
     server.run(host=host, port=port, generate_client_file=False)
 
 # %% ../nbs/08_deployment.ipynb #9ac2a916
+#| code-fold: true
+#| code-summary: "Plumbing: `_serve_chat`, `_drain_then_stop`, `_stopping`"
 def _serve_chat(app, host: str, port: int, grace: float = 10):
     """Run the chat app: the engine's loop in this (the main) thread, uvicorn in a second one. SIGTERM or SIGINT stops
     uvicorn taking connections; the replies in flight finish (for up to `grace` seconds), then the engine stops."""

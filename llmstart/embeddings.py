@@ -52,6 +52,8 @@ def _texts(source) -> list[str]:
     return list(load_corpus(source)["text"]) if not hasattr(source, "column_names") else list(source["text"])
 
 # %% ../nbs/01_embeddings.ipynb #1d8916ec
+#| code-fold: true
+#| code-summary: "Plumbing: `_untrained`"
 def _untrained(kind: str, vocab_size: int, min_frequency: int, specials: list[str]):
     "An empty `kind` tokenizer (its model, pre-tokenizer and decoder) and the trainer that learns its vocabulary."
     common = dict(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
@@ -351,6 +353,8 @@ class SkipGramDataModule(L.LightningDataModule):
         return torch.utils.data.DataLoader(_PairBatches(self), batch_size=None)
 
 # %% ../nbs/01_embeddings.ipynb #2a1b2ae8
+#| code-fold: true
+#| code-summary: "Plumbing: `_PairBatches`"
 class _PairBatches(torch.utils.data.IterableDataset):
     "Shuffled batches of a fresh sample of pairs each time it is iterated (each epoch)."
 

@@ -120,6 +120,8 @@ class BiLSTMClassifier(Classifier):
         }
 
 # %% ../nbs/05_finetuning.ipynb #7d165414
+#| code-fold: true
+#| code-summary: "Plumbing: `_load_with_new_head`"
 def _load_with_new_head(backbone: str, **kwargs):
     """`AutoModelForSequenceClassification` from `backbone`, its new head reported in one line on stderr (instead of
     transformers' table of every missing and unused weight)."""
@@ -286,6 +288,8 @@ def load_classifier(bundle: str | Path):
     return model, AutoTokenizer.from_pretrained(str(bundle)), info
 
 # %% ../nbs/05_finetuning.ipynb #e5de2735
+#| code-fold: true
+#| code-summary: "Plumbing: `_logits`"
 @torch.no_grad()
 def _logits(model, tokenizer, ds, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Logits and labels of a tokenized data set, in data set order, batched by length as in validation."

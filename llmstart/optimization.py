@@ -304,6 +304,8 @@ def quantize_int8(model: nn.Module, calibration=None, smooth: float = 0.8, backe
     return q
 
 # %% ../nbs/07_optimization.ipynb #892a0609
+#| code-fold: true
+#| code-summary: "Plumbing: the int8 bundle's files"
 INT8_LOADER = "llmstart.optimization:load_int8_classifier"
 
 
@@ -354,6 +356,8 @@ def save_int8_bundle(qmodel: nn.Module, tokenizer, path: str | Path, info: Bundl
     return path
 
 # %% ../nbs/07_optimization.ipynb #101d4157
+#| code-fold: true
+#| code-summary: "Plumbing: the int8 bundle's files"
 def load_int8_classifier(bundle: str | Path):
     "(model, tokenizer, info) of a bundle written by `save_int8_bundle`: the quantized modules rebuilt from their int8 weights exactly."
     from safetensors.torch import load_file
@@ -630,6 +634,8 @@ class CompressOptions(DataOptions):
         )
 
 # %% ../nbs/07_optimization.ipynb #84182c7a
+#| code-fold: true
+#| code-summary: "Plumbing: `_finetune`"
 def _finetune(module, data: ClassificationDataModule, o: CompressOptions, work_dir: Path):
     trainer = make_trainer(
         work_dir,
@@ -724,6 +730,8 @@ def _plan(model: str, method: str, output: Path, o: CompressOptions, overwrite: 
     return methods, outputs
 
 # %% ../nbs/07_optimization.ipynb #ad8324d7
+#| code-fold: true
+#| code-summary: "Plumbing: `_compared`"
 def _compared(row: dict, original: dict) -> dict:
     "`row` with its size, speed and accuracy relative to the original's."
     return row | {

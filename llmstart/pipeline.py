@@ -415,6 +415,8 @@ def tokenizer_stage(run: PipelineRun) -> StageResult:
     )
 
 # %% ../nbs/10_pipeline.ipynb #4123bec7
+#| code-fold: true
+#| code-summary: "Plumbing: `_build`"
 def _build(spec: dict, **extra):
     "An object from a recipe's `class_path` and `init_args` (plus `extra`), as LightningCLI builds it."
     module, _, name = spec["class_path"].rpartition(".")
@@ -881,6 +883,8 @@ def run_pipeline(
         return _run_stages(out, scale, cfg, port, live, t0, track)
 
 # %% ../nbs/10_pipeline.ipynb #7837d708
+#| code-fold: true
+#| code-summary: "Plumbing: `_run_stages`"
 def _run_stages(
     out: Path, scale: str, cfg, port: int | None, live: bool | None, t0: float, track: str = "encoder"
 ) -> list[StageResult]:

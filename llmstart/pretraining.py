@@ -52,6 +52,8 @@ __all__ = ['SENTENCE_END', 'MaskedLMCollator', 'masking_stats', 'LanguageModel',
            'cli_generate']
 
 # %% ../nbs/04_pretraining.ipynb #84f79ec4
+#| code-fold: true
+#| code-summary: "Plumbing: `_word_tables`"
 def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     "Per vocabulary id: does the token continue the previous token's word? is it whitespace (or special)?"
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
@@ -72,6 +74,8 @@ def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(cont), torch.tensor(space)
 
 # %% ../nbs/04_pretraining.ipynb #ae0e382d
+#| code-fold: true
+#| code-summary: "Plumbing: `_content_seed`"
 def _content_seed(ids: torch.Tensor) -> int:
     "A seed from a sequence's content, so the same example is masked the same way in every validation pass."
     return int((ids.long() * torch.arange(1, len(ids) + 1)).sum() % (2**31 - 1))
@@ -194,6 +198,8 @@ def masking_stats(
     }
 
 # %% ../nbs/04_pretraining.ipynb #79f63fe7
+#| code-fold: true
+#| code-summary: "Plumbing: `_data_info`"
 def _data_info(dm) -> dict:
     "The data settings a bundle's evaluator needs to prepare text the way training did."
     h = dm.hparams
@@ -722,6 +728,8 @@ def evaluate_language_model(
     }
 
 # %% ../nbs/04_pretraining.ipynb #0d5af449
+#| code-fold: true
+#| code-summary: "Plumbing: `_resolve_tokenizer`"
 def _resolve_tokenizer(cfg, output_dir: Path):
     "Turn a 'train:<kind>:<vocab size>' tokenizer into a folder: trained on the data source once, then reused."
     spec = cfg.get("data.init_args.tokenizer")

@@ -696,6 +696,8 @@ class RecordRun(Callback):
                 (Path(cb.dirpath) / RUN_FILE).write_text(json.dumps(self.identity, indent=1) + "\n")
 
 # %% ../nbs/02_training.ipynb #89ed76cc
+#| code-fold: true
+#| code-summary: "Plumbing: `_differences`"
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(old) | set(new)):
@@ -707,6 +709,8 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 # %% ../nbs/02_training.ipynb #76e8e0d3
+#| code-fold: true
+#| code-summary: "Plumbing: `_check_same_run`"
 def _check_same_run(ckpt: Path, identity: dict) -> None:
     "Raise `UsageError` unless the checkpoint `ckpt` was written by a run of this `identity`."
     recorded = ckpt.parent / RUN_FILE

@@ -363,6 +363,8 @@ class GPT(PreTrainedModel):
         return CausalLMOutput(loss=loss, logits=logits)
 
 # %% ../nbs/03_transformer.ipynb #2eddef4b
+#| code-fold: true
+#| code-summary: "Plumbing: `_register`"
 def _register():
     AutoConfig.register(GPTConfig.model_type, GPTConfig, exist_ok=True)
     AutoModelForCausalLM.register(GPTConfig, GPT, exist_ok=True)

@@ -121,3 +121,28 @@ def test_readme_states_the_test_command_ci_runs():
     cmd = subprocess.run([sys.executable, str(ROOT / ".ci" / "test_command.py")], capture_output=True, text=True)
     assert cmd.returncode == 0, cmd.stderr
     assert "nbdev_test" in cmd.stdout and "pytest tests" in cmd.stdout
+
+
+def test_every_chapter_ends_with_exercises_whose_checks_are_proven():
+    """Each chapter lists its exercises from the registry (`exercises("NN")`), at least two of them, and the exercises
+    appendix runs every check on a solution (answered True) and on a wrong answer (answered False)."""
+    from llmstart.exercises import EXERCISES
+
+    appendix = "\n".join(
+        "".join(c["source"])
+        for c in json.loads((NBS / "13_exercises.ipynb").read_text())["cells"]
+        if c["cell_type"] == "code"
+    )
+    for nb in NOTEBOOKS:
+        chapter = nb.name[:2]
+        if not chapter.isdigit() or nb.name.startswith("13_"):
+            continue
+        code = [("".join(c["source"])) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+        assert any(f'exercises("{chapter}")' in c for c in code[-3:]), (
+            f"{nb.name} does not end with exercises({chapter!r})"
+        )
+        ids = [e for e in EXERCISES if e.startswith(chapter + ".")]
+        assert len(ids) >= 2, f"{nb.name} has {len(ids)} exercises"
+        for e in ids:
+            assert re.search(rf'test_eq\(check\("{re.escape(e)}", \w+\), True\)', appendix), f"{e}: no solution checked"
+            assert re.search(rf'test_eq\(check\("{re.escape(e)}", \w+\), False\)', appendix), f"{e}: no wrong answer"
