@@ -1143,18 +1143,20 @@ def _check_08_1(speedup):
 @exercise(
     "08.2",
     task="""
-    **The KV cache's memory.** Write `kv_cache_bytes(config, batch, length, bytes_per_value=4)`: the memory, in bytes,
-    of the keys and values a `GPT` with `config` (a `GPTConfig`) caches for `batch` sequences of `length` tokens, at
-    `bytes_per_value` bytes a number (4: float32, 2: bfloat16). The check compares it with the tensors `SlotCache`
-    allocates, for configurations with grouped-query attention and without. Check: `check("08.2", kv_cache_bytes)`.
+    **How many requests fit.** A `SlotCache` reserves room for `max_len` tokens in each of its slots, up front. Write
+    `slots_that_fit(config, max_len, memory_bytes, bytes_per_value=4) -> int`: the most slots a `SlotCache` for a
+    `GPT` with `config` (a `GPTConfig`) can have, each `max_len` tokens long, in `memory_bytes` bytes, at
+    `bytes_per_value` bytes a number (4: float32, 2: bfloat16) -- how many requests a server can decode at once in
+    the memory left after the weights. The check builds `SlotCache`s, with grouped-query attention and without, and
+    compares. Check: `check("08.2", slots_that_fit)`.
     """,
     hint="""
-    Every layer caches a key and a value vector per token for each *key/value* head: with grouped-query attention that
-    is `config.n_kv_head`, fewer than the query heads `n_head`. A head's width is `config.head_dim` (not always
-    `n_embd // n_head`).
+    One slot holds a key and a value vector per token, per layer and per *key/value* head: with grouped-query attention
+    that is `config.n_kv_head`, fewer than the query heads. A head's width is `config.head_dim`. Then divide, rounding
+    down: a slot that does not fit whole cannot be used.
     """,
 )
-def _check_08_2(kv_cache_bytes):
+def _check_08_2(slots_that_fit):
     from torch import bfloat16, float32
 
     from llmstart.deployment import SlotCache
@@ -1167,15 +1169,18 @@ def _check_08_2(kv_cache_bytes):
     ]
     for kw in configs:
         config = GPTConfig(vocab_size=10, block_size=64, **kw)
-        for batch, length, dtype in [(1, 64, float32), (3, 40, bfloat16)]:
-            cache = SlotCache(config, slots=batch, max_len=length, dtype=dtype)
-            want = cache.k.nbytes + cache.v.nbytes
-            got = kv_cache_bytes(config, batch, length, dtype.itemsize)
-            if got != want:
-                raise Wrong(
-                    f"{got} bytes for {batch} x {length} tokens, {dtype.itemsize} bytes a number, with "
-                    f"{', '.join(f'{k}={v}' for k, v in kw.items())}; the cache takes {want}"
-                )
+        for max_len, dtype in [(64, float32), (40, bfloat16)]:
+            one = SlotCache(config, slots=1, max_len=max_len, dtype=dtype)
+            per_slot = one.k.nbytes + one.v.nbytes
+            for memory in (per_slot * 7, per_slot * 7 + per_slot - 1, per_slot - 1, 10**6):
+                got, want = slots_that_fit(config, max_len, memory, dtype.itemsize), memory // per_slot
+                five = SlotCache(config, slots=5, max_len=max_len, dtype=dtype)
+                assert five.k.nbytes + five.v.nbytes == 5 * per_slot  # what the rule rests on
+                if got != want:
+                    raise Wrong(
+                        f"{got} slots of {max_len} tokens in {memory:,} bytes ({dtype.itemsize} bytes a number, "
+                        f"{', '.join(f'{k}={v}' for k, v in kw.items())}); {want} fit"
+                    )
 
 # %% ../nbs/13_exercises.ipynb #e584cff3
 #| code-fold: true
@@ -1401,7 +1406,7 @@ def _check_10_2(time_shares):
     **May a command write here?** Write `output_verdict(folder, command, overwrite)`: what `llmstart` does when
     `command` is pointed at `folder` -- `"refuse"`, `"own"` (the folder holds this command's own earlier output: its
     marker, `.llmstart-output.json`, names the command) or `"use"` (it may write there). Follow the table of chapter 11
-    and read the marker yourself (JSON; a marker that cannot be read counts as none); do not call `check_output`. The
+    -- and a path that is a file, not a folder, is refused whatever `overwrite` says -- and read the marker yourself (JSON; a marker that cannot be read counts as none); do not call `check_output`. The
     check compares your verdicts with `check_output`'s (`UsageError`, the marker, or `None`) on folders of every kind.
     Check: `check("11.1", output_verdict)`.
     """,
@@ -1487,11 +1492,12 @@ def _check_11_2(normalize):
 @exercise(
     "12.1",
     task="""
-    **A pruned bundle's metadata.** Write `pruned_info(info, sparsity)`: the metadata (a `BundleInfo`) of a bundle
-    pruned from the bundle whose metadata is `info` -- its task, labels, columns and every other entry carried over, its
-    `metrics` dropped (they were measured on the unpruned model), and `sparsity` recorded. The check compares
-    `to_dict()` of yours with that of `BundleInfo.derive` on several bundles' metadata. Check:
-    `check("12.1", pruned_info)`.
+    **A pruned bundle's metadata, by hand.** Write `pruned_info(info, sparsity)`: the metadata (a `BundleInfo`) of a
+    bundle pruned from the bundle whose metadata is `info`, built from `info.to_dict()` without `derive`. What still
+    holds carries over -- the task, labels, columns and every other entry -- and what does not goes: `metrics` (they
+    were measured on the unpruned model), and `created` and `llmstart_version` (a new bundle is stamped when it is
+    written). `sparsity` is recorded. The check compares `to_dict()` of yours with that of `BundleInfo.derive` on
+    several bundles' metadata, with `derive` itself switched off. Check: `check("12.1", pruned_info)`.
     """,
     hint="""
     A derived bundle is a new bundle: what no longer holds goes (`metrics`), and so do `created` and `llmstart_version`,
@@ -1499,6 +1505,8 @@ def _check_11_2(normalize):
     """,
 )
 def _check_12_1(pruned_info):
+    from unittest import mock
+
     from llmstart.bundle import BundleInfo
 
     infos = [
@@ -1525,7 +1533,10 @@ def _check_12_1(pruned_info):
     for d in infos:
         for sparsity in (0.5, 0.9):
             want = BundleInfo.from_dict(d).derive(drop=["metrics"], sparsity=sparsity).to_dict()
-            got = pruned_info(BundleInfo.from_dict(d), sparsity)
+            with mock.patch.object(
+                BundleInfo, "derive", side_effect=Wrong("build the metadata by hand, without derive")
+            ):
+                got = pruned_info(BundleInfo.from_dict(d), sparsity)
             if not isinstance(got, BundleInfo):
                 raise Wrong(f"pruned_info returned a {type(got).__name__}, not a BundleInfo")
             got = got.to_dict()
